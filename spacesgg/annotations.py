@@ -1,0 +1,102 @@
+"""The annotation file shared by the stages: native and legacy record forms, path rewriting, object masks.
+
+Native record (DESIGN.md): {"depth", "caption", "objects": {id: {"label", "box", "mask"}}, "relations"}.
+Legacy record (upstream): object entries keyed by id whose value is a list
+[label, ..., [x0, y0, x1, y1], mask_file], and "caption_annotation" for the caption.
+Legacy records are normalised to the native form when read, because the list
+form has no place for the per-object fields the stages add; entries that are
+not objects are copied through unchanged.
+"""
+
+from pathlib import Path, PurePosixPath
+
+from .errors import RecordError, UserError
+from .io import read_json, read_mask
+
+
+def load_annotations(path):
+    """The annotation dict {image path: record}, every record in native form."""
+    data = read_json(path, "annotation file")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected one JSON object keyed by image path, found a {type(data).__name__}")
+    out = {}
+    for key, record in data.items():
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: record {key!r} is a {type(record).__name__}, expected an object")
+        out[key] = normalise_record(record)
+    return out
+
+
+def _is_legacy_object(value):
+    return (isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str)
+            and isinstance(value[-1], str) and isinstance(value[-2], list) and len(value[-2]) == 4)
+
+
+def normalise_record(record):
+    """Return the record in native form (legacy object lists become an "objects" dict)."""
+    if "objects" in record:
+        return record
+    legacy = {k: v for k, v in record.items() if _is_legacy_object(v)}
+    if not legacy:
+        return record
+    out = {k: v for k, v in record.items() if k not in legacy}
+    out["objects"] = {}
+    for oid, value in legacy.items():
+        obj = {"label": value[0], "box": value[-2], "mask": value[-1]}
+        if len(value) > 3:
+            obj["extra"] = value[1:-2]
+        out["objects"][oid] = obj
+    if "caption" not in out and "caption_annotation" in out:
+        out["caption"] = out["caption_annotation"]
+    return out
+
+
+def rewrite_path(key, dataset_base=None, data_prefix=None):
+    """Replace the `dataset_base` prefix of an annotation key by `data_prefix` (both or neither)."""
+    if not dataset_base:
+        return Path(key)
+    base = str(PurePosixPath(dataset_base))
+    if key == base or key.startswith(base.rstrip("/") + "/"):
+        return Path(data_prefix) / key[len(base):].lstrip("/")
+    return Path(key)
+
+
+def check_rewrite_flags(dataset_base, data_prefix):
+    if bool(dataset_base) != bool(data_prefix):
+        raise UserError("--dataset-base and --data-prefix go together: give both (old prefix, new prefix) or neither")
+
+
+def image_stem(key):
+    """The stem that names the image's depth map, point map and masks: the key's file stem."""
+    return PurePosixPath(key).stem
+
+
+def object_items(key, record):
+    """(id, object) pairs of a native record, checked for a label, a 4-number box and a mask name."""
+    objects = record.get("objects")
+    if not isinstance(objects, dict) or not objects:
+        raise RecordError(f"{key}: record has no objects (expected an \"objects\" dict or legacy object lists)")
+    for oid, obj in objects.items():
+        if not isinstance(obj, dict) or "mask" not in obj or "box" not in obj:
+            raise RecordError(f"{key}: object {oid!r} needs \"label\", \"box\" and \"mask\"")
+    return list(objects.items())
+
+
+def check_box(key, oid, box, width, height):
+    """A box [x0, y0, x1, y1] in pixels must lie inside the image and have positive area."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise RecordError(f"{key}: object {oid} box {box!r} is not 4 numbers [x0, y0, x1, y1]") from None
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise RecordError(f"{key}: object {oid} box {box} is outside the {width}x{height} image or empty; "
+                          "boxes are pixels [x0, y0, x1, y1] with x1 > x0, y1 > y0")
+
+
+def load_object_mask(key, oid, obj, mask_dir, shape):
+    """The object's boolean mask, checked against the image shape."""
+    try:
+        return read_mask(Path(mask_dir) / obj["mask"], shape)
+    except RecordError as e:
+        raise RecordError(f"{key}: object {oid}: {e}") from None
+

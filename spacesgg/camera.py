@@ -1,0 +1,103 @@
+"""Pinhole intrinsics, camera poses and back-projection.
+
+Camera frame: OpenCV, x right, y down, z forward, metres. Pixel (u, v) is the
+column/row index with no half-pixel offset (as open3d and OpenCV use it), so
+the ray of pixel (u, v) is ((u - cx) / fx, (v - cy) / fy, 1).
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+DEFAULT_FOV_DEG = 60.0
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    @classmethod
+    def from_matrix(cls, K):
+        K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+        return cls(fx=K[0, 0], fy=K[1, 1], cx=K[0, 2], cy=K[1, 2])
+
+    @classmethod
+    def from_fov(cls, width, height, fov_deg=DEFAULT_FOV_DEG):
+        """Square pixels, horizontal field of view `fov_deg`, principal point at the image centre."""
+        fx = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
+        return cls(fx=fx, fy=fx, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
+
+    def matrix(self):
+        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1]], dtype=np.float64)
+
+
+def _read_numbers(path, what):
+    try:
+        return np.array(Path(path).read_text().split(), dtype=np.float64)
+    except ValueError:
+        raise UserError(f"{path}: {what} holds something that is not a number; write plain whitespace-separated numbers") from None
+
+
+def load_intrinsics(path):
+    """K.txt: the 3x3 matrix as 9 whitespace-separated numbers."""
+    values = _read_numbers(path, "K.txt")
+    if values.size != 9:
+        raise UserError(f"{path}: expected 9 numbers (a 3x3 intrinsics matrix), found {values.size}; fix the file or delete it and pass --fov")
+    K = values.reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise UserError(f"{path}: fx and fy (K[0,0], K[1,1]) must be positive, got {K[0, 0]} and {K[1, 1]}")
+    return Intrinsics.from_matrix(K)
+
+
+def load_poses(path, count):
+    """poses.txt: `count` 4x4 camera-to-world matrices, 16 numbers each, in sorted-stem order."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: not found; --world-coordinates needs one 4x4 camera-to-world pose per image")
+    values = _read_numbers(path, "poses.txt")
+    if values.size % 16:
+        raise UserError(f"{path}: {values.size} numbers is not a whole number of 4x4 poses (16 numbers each)")
+    n = values.size // 16
+    if n < count:
+        raise UserError(f"{path}: {n} poses for {count} images; give one pose per image in sorted-stem order")
+    return values.reshape(n, 4, 4)[:count]
+
+
+def pixel_rays(width, height, intr):
+    """Per-pixel ray directions at unit depth: (x/z, y/z) grids, float32."""
+    u = np.arange(width, dtype=np.float64)
+    v = np.arange(height, dtype=np.float64)
+    xr = ((u - intr.cx) / intr.fx).astype(np.float32)
+    yr = ((v - intr.cy) / intr.fy).astype(np.float32)
+    return xr[None, :], yr[:, None]
+
+
+def backproject(depth, intr, max_depth=None):
+    """H x W x 3 float32 point map in the camera frame; NaN where depth is 0, non-finite or beyond max_depth."""
+    h, w = depth.shape
+    xr, yr = pixel_rays(w, h, intr)
+    z = depth.astype(np.float32, copy=True)
+    invalid = ~(z > 0) | ~np.isfinite(z)
+    if max_depth is not None:
+        invalid |= z > max_depth
+    z[invalid] = np.nan
+    points = np.empty((h, w, 3), dtype=np.float32)
+    np.multiply(xr, z, out=points[..., 0])
+    np.multiply(yr, z, out=points[..., 1])
+    points[..., 2] = z
+    return points
+
+
+def transform_points(points, pose):
+    """Apply a 4x4 rigid transform to N x 3 points."""
+    pose = np.asarray(pose, dtype=np.float64)
+    R = pose[:3, :3].astype(np.float32)
+    t = pose[:3, 3].astype(np.float32)
+    return points @ R.T + t

@@ -1,0 +1,48 @@
+"""Shared command-line plumbing: running a main with one-line errors, and flags several stages share."""
+
+import argparse
+import sys
+
+from .errors import UserError
+from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE)
+
+
+def make_parser(doc, description):
+    """An ArgumentParser whose epilog is the exact example command from the script's docstring."""
+    example = next((line.strip() for line in doc.splitlines() if line.strip().startswith(("python ", "bash "))), "")
+    return argparse.ArgumentParser(description=description, epilog=f"example: {example}" if example else None,
+                                   allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_cli(main, parser, argv=None):
+    """Parse, run `main(args)`, and turn user errors into one line on stderr (exit 2)."""
+    args = parser.parse_args(argv)
+    try:
+        return int(main(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def add_path_rewrite_args(p):
+    p.add_argument("--dataset-base", default=None, help="path prefix of the annotation keys to replace (with --data-prefix)")
+    p.add_argument("--data-prefix", default=None, help="local folder that replaces --dataset-base to find the images")
+
+
+def add_layer_args(p):
+    p.add_argument("--layer-gap", type=float, default=DEFAULT_LAYER_GAP,
+                   help="an object starts a new layer when its near depth lies more than max(layer-gap, "
+                        "layer-gap-rel x layer far depth) beyond the current layer's far depth; metres (default %(default)g)")
+    p.add_argument("--layer-gap-rel", type=float, default=DEFAULT_LAYER_GAP_REL,
+                   help="relative part of that gap, a fraction of the layer's far depth (default %(default)g)")
+
+
+def add_order_args(p):
+    p.add_argument("--overlap-tolerance", type=float, default=DEFAULT_OVERLAP_TOLERANCE,
+                   help="an order along an axis is stated only if the two 5..95th-percentile extents overlap by less "
+                        "than this fraction of the shorter one (default %(default)g); else 0 (ambiguous)")
+    p.add_argument("--min-separation", type=float, default=DEFAULT_MIN_SEPARATION,
+                   help="and only if the medians are at least this many metres apart (default %(default)g)")

@@ -1,0 +1,143 @@
+"""Stage 1.1: depth maps to point clouds (binary PLY) and camera-frame point maps (.npy)."""
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .batch import Tally
+from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
+from .errors import RecordError, UserError
+from .io import read_depth, read_rgb, write_npy
+from .ply import write_ply
+
+DEFAULT_SCALE_FACTOR = 5000.0
+DEFAULT_MAX_DEPTH = 100.0
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Job:
+    stem: str
+    image: Path
+    depth: Path
+    ply: Path
+    npy: Path
+    intr: Intrinsics | None  # None: derive from --fov and the image size
+    fov: float
+    scale_factor: float
+    max_depth: float
+    pose: np.ndarray | None  # camera-to-world 4x4, applied to the PLY only
+
+
+def list_by_stem(folder, extensions):
+    """{stem: path} of the files in `folder` with one of `extensions`; a stem twice is an error."""
+    found = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in extensions and not path.name.startswith("."):
+            if path.stem in found:
+                raise UserError(f"{folder}: two files share the stem {path.stem!r} ({found[path.stem].name}, {path.name}); keep one")
+            found[path.stem] = path
+    return found
+
+
+def convert_one(job):
+    """Convert one image; returns the number of valid points."""
+    depth = read_depth(job.depth, job.scale_factor)
+    rgb = read_rgb(job.image)
+    if rgb.shape[:2] != depth.shape:
+        raise RecordError(
+            f"{job.stem}: image {job.image.name} is {rgb.shape[1]}x{rgb.shape[0]} but depth {job.depth.name} is "
+            f"{depth.shape[1]}x{depth.shape[0]}; depth must be aligned with the image pixels")
+    intr = job.intr or Intrinsics.from_fov(depth.shape[1], depth.shape[0], job.fov)
+    points = backproject(depth, intr, job.max_depth)
+    valid = ~np.isnan(points[..., 2])
+    xyz = points[valid]
+    if job.pose is not None:
+        xyz = transform_points(xyz, job.pose)
+    write_ply(job.ply, xyz, rgb[valid])
+    write_npy(job.npy, points)
+    return int(valid.sum())
+
+
+def _is_fresh(job):
+    """Outputs exist and are newer than both inputs: a rerun skips this image."""
+    try:
+        out = min(job.ply.stat().st_mtime, job.npy.stat().st_mtime)
+    except FileNotFoundError:
+        return False
+    return out >= max(job.image.stat().st_mtime, job.depth.stat().st_mtime)
+
+
+def _run(job):
+    try:
+        return job.stem, convert_one(job), None
+    except RecordError as e:
+        return job.stem, 0, str(e)
+
+
+def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
+              max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False):
+    """Pair images with depth maps by stem; report the unpaired ones on `tally`."""
+    dataset = Path(dataset_path)
+    images_dir, depth_dir = dataset / "images", dataset / "depth_maps"
+    for folder in (dataset, images_dir, depth_dir):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: folder not found; a dataset holds images/ and depth_maps/ (see README, stage 1.1)")
+    if scale_factor <= 0:
+        raise UserError(f"--scale-factor must be positive, got {scale_factor}")
+    images = list_by_stem(images_dir, IMAGE_EXTENSIONS)
+    depths = list_by_stem(depth_dir, (".png",))
+    if not images:
+        raise UserError(f"{images_dir}: no .png or .jpg images")
+    k_path = dataset / "K.txt"
+    intr = load_intrinsics(k_path) if k_path.is_file() else None
+    poses = None
+    if world_coordinates:
+        poses = dict(zip(sorted(images), load_poses(dataset / "poses.txt", len(images))))
+    out = Path(output_dir) if output_dir else dataset / "point_clouds"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for stem in sorted(set(images) | set(depths)):
+        if stem not in depths:
+            tally.fail(f"{images[stem]}: no depth map {stem}.png in {depth_dir}")
+            continue
+        if stem not in images:
+            tally.fail(f"{depths[stem]}: no image {stem}.png/.jpg in {images_dir}")
+            continue
+        jobs.append(Job(stem, images[stem], depths[stem], out / f"{stem}.ply", out / f"{stem}.npy", intr, fov,
+                        scale_factor, max_depth, None if poses is None else poses[stem]))
+    return jobs, out, intr
+
+
+def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
+                    max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False):
+    """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
+    tally = Tally("d2p")
+    jobs, out, intr = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates)
+    todo = [j for j in jobs if overwrite or not _is_fresh(j)]
+    tally.skipped = len(jobs) - len(todo)
+    print(f"d2p: {len(jobs)} image/depth pairs, intrinsics from {'K.txt' if intr else f'--fov {fov}'}, "
+          f"{'world' if world_coordinates else 'camera'}-frame PLY, {tally.skipped} already done", flush=True)
+    points = 0
+    workers = max(1, min(workers, len(todo)))
+    with tqdm(total=len(todo), desc="d2p", unit="img") as bar:
+        if workers == 1:
+            results = map(_run, todo)
+        else:
+            pool = ProcessPoolExecutor(workers)
+            results = pool.map(_run, todo, chunksize=max(1, len(todo) // (workers * 8)))
+        for stem, n, error in results:
+            if error:
+                tally.fail(error)
+            else:
+                tally.done += 1
+                points += n
+            bar.update()
+        if workers > 1:
+            pool.shutdown()
+    tally.summary(f"{points} points, outputs in {out}")
+    return tally.exit_code
+

@@ -1,0 +1,116 @@
+"""Atomic writes and checked readers for the images, depth maps and JSON files the stages share."""
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import RecordError, UserError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path, obj, indent=1):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent, ensure_ascii=False)
+            f.write("\n")
+
+
+def write_npy(path, array):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def read_json(path, what="JSON file"):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; check the path")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg}); fix or regenerate the file") from None
+
+
+def read_rgb(path):
+    """H x W x 3 uint8 RGB image."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise RecordError(f"{path}: image not found") from None
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read image ({e}); re-export it as PNG or JPEG") from None
+
+
+def read_depth(path, scale_factor):
+    """Depth in metres (float32, 0 = no depth) from a 16-bit PNG (value / scale_factor) or a float .npy in metres."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: depth map not found")
+    if path.suffix == ".npy":
+        depth = np.load(path, allow_pickle=False)
+        if depth.ndim != 2 or depth.dtype.kind != "f":
+            raise RecordError(f"{path}: a .npy depth map must be a 2-D float array in metres, got {depth.dtype} {depth.shape}")
+        depth = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        depth[depth < 0] = 0
+        return depth
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            raw = np.asarray(im)
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read depth map ({e})") from None
+    if mode not in ("I;16", "I;16B", "I;16L", "I") or raw.ndim != 2:
+        raise RecordError(
+            f"{path}: depth map is {mode} ({raw.dtype}), expected a single-channel 16-bit PNG; "
+            "8-bit depth has lost its precision, re-export it as 16-bit (metres x scale factor)")
+    return raw.astype(np.float32) / np.float32(scale_factor)
+
+
+def read_mask(path, shape):
+    """Boolean mask (non-zero inside) of the given H x W shape."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            mask = np.asarray(im)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: mask not found") from None
+    except OSError as e:
+        raise RecordError(f"{path}: cannot read mask ({e})") from None
+    if mask.ndim == 3:
+        mask = mask.any(axis=2)
+    if mask.shape != tuple(shape):
+        raise RecordError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but the depth map is {shape[1]}x{shape[0]}; masks must match the image size")
+    mask = mask != 0
+    if not mask.any():
+        raise RecordError(f"{path}: mask is empty (no non-zero pixel)")
+    return mask

@@ -1,0 +1,80 @@
+"""Stage 1.2: per-object depth statistics inside the mask and depth layers near to far."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .annotations import check_box, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
+from .batch import Tally, map_records
+from .d2p import DEFAULT_SCALE_FACTOR
+from .errors import RecordError
+from .io import read_depth, write_json
+from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
+
+
+def check_image_size(key, image_path, shape):
+    """If the image is found locally, its size must match the depth map."""
+    if image_path.is_file():
+        with Image.open(image_path) as im:
+            width, height = im.size
+        if (height, width) != shape:
+            raise RecordError(f"{key}: image {image_path} is {width}x{height} but its depth map is {shape[1]}x{shape[0]}")
+
+
+def depth_stats(depth, mask):
+    """{"near", "median", "far", "pixels"} over the valid depth inside the mask, or None if there is none."""
+    values = depth[mask]
+    values = values[values > 0]
+    if values.size == 0:
+        return None
+    near, median, far = extents(values)
+    return {"near": round(float(near), 4), "median": round(float(median), 4), "far": round(float(far), 4),
+            "pixels": int(values.size)}
+
+
+def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_base=None, data_prefix=None,
+                 layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
+    """The record with "depth" stats on each good object and "levels"; bad objects are reported and left out."""
+    stem = image_stem(key)
+    depth_name = record.get("depth") or f"{stem}.png"
+    try:
+        depth = read_depth(Path(depth_dir) / depth_name, scale_factor)
+    except RecordError as e:
+        raise RecordError(f"{key}: {e}") from None
+    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape)
+    height, width = depth.shape
+    objects, items = {}, []
+    for oid, obj in object_items(key, record):
+        obj = dict(obj)
+        try:
+            check_box(key, oid, obj["box"], width, height)
+            mask = load_object_mask(key, oid, obj, mask_dir, depth.shape)
+            stats = depth_stats(depth, mask)
+            if stats is None:
+                raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid depth inside mask {obj['mask']}; "
+                                  "check that the mask matches the depth map")
+            obj["depth"] = stats
+            items.append((oid, stats["near"], stats["far"]))
+        except RecordError as e:
+            tally.fail(str(e))
+        objects[oid] = obj
+    out = dict(record)
+    out["objects"] = objects
+    out["levels"] = group_layers(items, layer_gap, layer_gap_rel)
+    return out
+
+
+def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=None, data_prefix=None,
+                     scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
+    """Run stage 1.2 over an annotation file; returns the exit code."""
+    check_rewrite_flags(dataset_base, data_prefix)
+    records = load_annotations(input_file)
+    tally = Tally("layers_aggregation")
+    out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,
+                                                         data_prefix, layer_gap, layer_gap_rel),
+                      tally, "layers")
+    write_json(output_file, out)
+    layers = [len(r.get("levels", [])) for r in out.values()]
+    tally.summary(f"{np.mean(layers) if layers else 0:.1f} layers per image, wrote {output_file}")
+    return tally.exit_code

@@ -1,0 +1,101 @@
+"""Stage 1.3: layers and pairwise relations seen from the front, left, right and back of the scene.
+
+Views orbit the scene about the vertical axis through the scene centre (the
+median of all object points). Each view has x' right, y' down (up is -y),
+z' forward, and right = forward x up:
+  front: the original camera             x' =  x, z' =  z
+  left:  viewer on the -x side, facing +x x' = -z, z' =  x
+  right: viewer on the +x side, facing -x x' =  z, z' = -x
+  back:  viewer behind, facing -z         x' = -x, z' = -z
+(coordinates relative to the centre; y' = y). The virtual cameras stand as far
+from the centre as the original one, so depths stay positive and comparable.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
+from .batch import Tally, map_records
+from .errors import RecordError
+from .io import write_json
+from .layers import check_image_size
+from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE,
+                      extents, group_layers, order)
+
+# view name -> rows of the rotation taking centred camera coordinates to (x', y', z')
+VIEWS = {
+    "front": np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64),
+    "left": np.array([[0, 0, -1], [0, 1, 0], [1, 0, 0]], dtype=np.float64),
+    "right": np.array([[0, 0, 1], [0, 1, 0], [-1, 0, 0]], dtype=np.float64),
+    "back": np.array([[-1, 0, 0], [0, 1, 0], [0, 0, -1]], dtype=np.float64),
+}
+
+
+def load_point_map(key, path):
+    try:
+        points = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise RecordError(f"{key}: point map {path} not found; run d2p.py on the dataset first") from None
+    except ValueError as e:
+        raise RecordError(f"{key}: cannot read point map {path} ({e}); rerun d2p.py with --overwrite") from None
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise RecordError(f"{key}: point map {path} has shape {points.shape}, expected H x W x 3 (written by d2p.py)")
+    return points
+
+
+def view_relations(object_points, centre, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL,
+                   overlap_tolerance=DEFAULT_OVERLAP_TOLERANCE, min_separation=DEFAULT_MIN_SEPARATION):
+    """{view: {"levels", "relations"}} for {id: N x 3 camera-frame points}."""
+    distance = float(centre[2])
+    views = {}
+    for name, rotation in VIEWS.items():
+        ext = {}
+        for oid, pts in object_points.items():
+            xyz = (pts - centre) @ rotation.T
+            xyz[:, 2] += distance
+            lo, med, hi = extents(xyz)
+            ext[oid] = [(lo[i], med[i], hi[i]) for i in range(3)]
+        levels = group_layers([(oid, e[2][0], e[2][2]) for oid, e in ext.items()], layer_gap, layer_gap_rel)
+        relations = {f"{a}>{b}": [order(ext[a][i], ext[b][i], overlap_tolerance, min_separation) for i in range(3)]
+                     for a in ext for b in ext if a != b}
+        views[name] = {"levels": levels, "relations": relations}
+    return views
+
+
+def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base=None, data_prefix=None, **rules):
+    """The record with "views" and "order_list" added; bad objects are reported and left out."""
+    points = load_point_map(key, Path(point_cloud_dir) / f"{image_stem(key)}.npy")
+    shape = points.shape[:2]
+    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape)
+    object_points = {}
+    for oid, obj in object_items(key, record):
+        try:
+            mask = load_object_mask(key, oid, obj, mask_dir, shape)
+            pts = points[mask]
+            pts = pts[~np.isnan(pts[:, 2])].astype(np.float64)
+            if len(pts) == 0:
+                raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid point inside mask {obj['mask']}")
+            object_points[oid] = pts
+        except RecordError as e:
+            tally.fail(str(e))
+    if not object_points:
+        raise RecordError(f"{key}: no object with valid points")
+    centre = np.median(np.concatenate(list(object_points.values())), axis=0)
+    out = dict(record)
+    out["views"] = view_relations(object_points, centre, **rules)
+    out["order_list"] = out["views"]["front"]["relations"]
+    return out
+
+
+def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, **rules):
+    """Run stage 1.3 over an annotation file; returns the exit code."""
+    check_rewrite_flags(dataset_base, data_prefix)
+    records = load_annotations(input_file)
+    tally = Tally("multiview_layers")
+    out = map_records(records, lambda k, r: multiview_record(k, r, point_cloud_dir, mask_dir, tally, dataset_base,
+                                                             data_prefix, **rules),
+                      tally, "multiview")
+    write_json(output_file, out)
+    tally.summary(f"wrote {output_file}")
+    return tally.exit_code
