@@ -82,6 +82,21 @@ def object_items(key, record):
     return list(objects.items())
 
 
+def unknown_relation_ids(key, record):
+    """One message per relation triple [subject, predicate, object] that names an object id the record lacks."""
+    objects = record.get("objects", {})
+    problems = []
+    for triple in record.get("relations") or []:
+        if not (isinstance(triple, list) and len(triple) == 3):
+            problems.append(f"{key}: relation {triple!r} is not [subject id, predicate, object id]")
+            continue
+        for oid in (triple[0], triple[2]):
+            if oid not in objects:
+                problems.append(f"{key}: relation {triple!r} names unknown object id {oid!r}; "
+                                f"known ids: {', '.join(objects) or 'none'}")
+    return problems
+
+
 def check_box(key, oid, box, width, height):
     """A box [x0, y0, x1, y1] in pixels must lie inside the image and have positive area."""
     try:

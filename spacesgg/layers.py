@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .annotations import check_box, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
+from .annotations import (check_box, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items,
+                          rewrite_path, unknown_relation_ids)
 from .batch import Tally, map_records
 from .d2p import DEFAULT_SCALE_FACTOR
 from .errors import RecordError
@@ -44,6 +45,8 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
         raise RecordError(f"{key}: {e}") from None
     check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape)
     height, width = depth.shape
+    for problem in unknown_relation_ids(key, record):
+        tally.fail(problem)
     objects, items = {}, []
     for oid, obj in object_items(key, record):
         obj = dict(obj)

@@ -1,0 +1,34 @@
+"""Shared fixtures: a synthetic RGB-D dataset with exactly known geometry, and a CLI runner."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dataengine.scenes import write_dataset  # noqa: E402
+from spacesgg.d2p import convert_dataset  # noqa: E402
+
+
+def run_script(script, *args, cwd=None):
+    """Run a repository script as a user would, from another working directory."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT.parent, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory):
+    """Six synthetic scenes with point clouds already made (read-only for tests)."""
+    out = write_dataset(tmp_path_factory.mktemp("scenes") / "synthetic", n_scenes=6, seed=0)
+    assert convert_dataset(out, workers=1) == 0
+    return out
+
+
+@pytest.fixture
+def scenes_copy(scenes_dir, tmp_path):
+    """A writable copy of the synthetic dataset."""
+    return Path(shutil.copytree(scenes_dir, tmp_path / "synthetic"))
