@@ -7,22 +7,18 @@ Writes DATASET/point_clouds/{stem}.ply (binary, float32 xyz + uchar rgb) and
 invalid). Camera frame: OpenCV (x right, y down, z forward), metres.
 """
 
-import argparse
 import os
 import sys
 
-from spacesgg.cli import run_cli
+from spacesgg.cli import make_parser, run_cli
 from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, convert_dataset
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        description="Back-project 16-bit depth maps into binary PLY point clouds and camera-frame .npy point maps. "
-                    "Images and depth maps are paired by file stem; intrinsics come from DATASET/K.txt "
-                    "or, if it is absent, from --fov with the principal point at the image centre.",
-        epilog="example: python d2p.py --dataset-path data/synthetic_scenes --scale-factor 5000",
-        allow_abbrev=False)
+    p = make_parser(__doc__, "Back-project 16-bit depth maps into binary PLY point clouds and camera-frame .npy point maps. "
+                                "Images and depth maps are paired by file stem; intrinsics come from DATASET/K.txt "
+                                "or, if it is absent, from --fov with the principal point at the image centre.")
     p.add_argument("--dataset-path", required=True, help="folder with images/, depth_maps/ and optionally K.txt, poses.txt")
     p.add_argument("--scale-factor", type=float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
     p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="horizontal field of view in degrees when K.txt is absent (default %(default)g)")

@@ -7,21 +7,19 @@ masks/, annotations.json (stage 1.2 input) and expected.json (true layers and
 relations per view).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.scenes import write_dataset  # noqa: E402
-from spacesgg.cli import run_cli  # noqa: E402
+from spacesgg.cli import make_parser, run_cli  # noqa: E402
+from spacesgg.errors import UserError  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description="Render synthetic RGB-D scenes of boxes on a 3x3 slot grid, with masks, "
-                                            "an annotation file and the expected layers and relations.",
-                                epilog="example: python dataengine/make_scenes.py --output-dir data/synthetic_scenes",
-                                allow_abbrev=False)
+    p = make_parser(__doc__, "Render synthetic RGB-D scenes of boxes on a 3x3 slot grid, with masks, "
+                                            "an annotation file and the expected layers and relations.")
     p.add_argument("--output-dir", required=True, help="dataset folder to write")
     p.add_argument("--scenes", type=int, default=6, help="number of scenes (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same scenes (default %(default)s)")
@@ -32,8 +30,7 @@ def build_parser():
 
 def main(args):
     if not 1 <= args.min_objects <= args.max_objects <= 9:
-        p = build_parser()
-        p.error("need 1 <= --min-objects <= --max-objects <= 9")
+        raise UserError("need 1 <= --min-objects <= --max-objects <= 9")
     out = write_dataset(args.output_dir, args.scenes, args.seed, args.min_objects, args.max_objects)
     print(f"make_scenes: {args.scenes} scenes written to {out}")
     return 0

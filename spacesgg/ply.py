@@ -19,9 +19,10 @@ def ply_header(count):
 
 def write_ply(path, xyz, rgb):
     """Write N x 3 float points with N x 3 uint8 colours atomically."""
-    vertices = np.empty(len(xyz), dtype=VERTEX_DTYPE)
-    vertices["x"], vertices["y"], vertices["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    vertices["red"], vertices["green"], vertices["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    n = len(xyz)
+    vertices = np.empty((n, VERTEX_DTYPE.itemsize), dtype=np.uint8)    # packed 15-byte records
+    vertices[:, :12] = np.ascontiguousarray(xyz, dtype="<f4").view(np.uint8).reshape(n, 12)
+    vertices[:, 12:] = rgb
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(ply_header(len(vertices)))
