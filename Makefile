@@ -11,9 +11,10 @@ setup:  ## system library for open3d, then the pinned Python packages
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; fi
 	$(PYTHON) -m pip install -q --root-user-action=ignore -r requirements.txt
 
-demo: setup  ## synthetic RGB-D scenes -> SpaceSGG outputs
+demo: setup  ## synthetic RGB-D scenes -> SpaceSGG outputs; grid images for spatial IDs
 	$(PYTHON) dataengine/make_scenes.py --output-dir $(DATA)/synthetic_scenes
 	PYTHON=$(PYTHON) bash run_spacesgg.sh $(DATA)/synthetic_scenes $(OUT)/spacesgg
+	PYTHON=$(PYTHON) bash dataengine/grid_data.sh $(DATA)/grid_data
 
 test: setup  ## the test suite
 	$(PYTHON) -m pytest -q tests

@@ -9,16 +9,14 @@ the same column or row clearly overlap along that axis. The expected layers and
 relations follow from that construction.
 """
 
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from spacesgg.camera import Intrinsics
-from spacesgg.io import write_bytes, write_json
+from spacesgg.io import write_bytes, write_json, write_png
 
 WIDTH, HEIGHT = 640, 480
 FX = FY = 525.0
@@ -158,13 +156,13 @@ def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
         boxes = make_scene(rng, int(rng.integers(min_objects, max_objects + 1)))
         depth, index, rgb = render(boxes, intr)
         depth16 = np.round(depth * SCALE_FACTOR).astype(np.uint16)
-        _save_png(out / "images" / f"{stem}.png", rgb)
-        _save_png(out / "depth_maps" / f"{stem}.png", depth16)
+        write_png(out / "images" / f"{stem}.png", rgb)
+        write_png(out / "depth_maps" / f"{stem}.png", depth16)
         objects = {}
         for k, b in enumerate(boxes):
             mask = index == k
             ys, xs = np.nonzero(mask)
-            _save_png(out / "masks" / f"{stem}_{b.oid}.png", mask.astype(np.uint8) * 255)
+            write_png(out / "masks" / f"{stem}_{b.oid}.png", mask.astype(np.uint8) * 255)
             objects[b.oid] = {"label": b.label, "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                               "mask": f"{stem}_{b.oid}.png"}
         names = ", ".join(f"a {b.label}" for b in boxes)
@@ -185,8 +183,3 @@ def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
         "scale_factor": SCALE_FACTOR, "scenes": expected})
     return out
 
-
-def _save_png(path, array):
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())

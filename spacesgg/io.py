@@ -2,7 +2,9 @@
 
 import json
 import os
+import struct
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +36,38 @@ def atomic_path(path):
 def write_bytes(path, data):
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}     # channels -> PNG colour type (grey, RGB, RGBA)
+
+
+def encode_png(array, level=1):
+    """PNG bytes of an H x W (x 1/3/4) uint8 or uint16 array, rows unfiltered, zlib `level`.
+
+    About twice as fast as PIL's encoder at level 1 on our mostly flat canvases,
+    because it skips PIL's per-row adaptive filter search.
+    """
+    array = np.asarray(array)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG needs uint8 or uint16 pixels, got {array.dtype}")
+    h, w = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    rows = array.reshape(h, -1)
+    if array.dtype == np.uint16:
+        rows = rows.astype(">u2").view(np.uint8)           # PNG stores 16-bit samples big-endian
+    raw = np.zeros((h, rows.shape[1] + 1), np.uint8)     # a 0 byte (filter: none) starts each row
+    raw[:, 1:] = rows
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", w, h, array.itemsize * 8, PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, level))
+            + chunk(b"IEND", b""))
+
+
+def write_png(path, array, level=1):
+    write_bytes(path, encode_png(array, level))
 
 
 def write_json(path, obj, indent=1):

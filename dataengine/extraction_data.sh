@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Large grid dataset: all 90 ordered pairs of ten objects, for universal spatial IDs.
+#   bash dataengine/extraction_data.sh [OUTPUT_DIR=data/extraction_data]
+set -euo pipefail
+
+OBJECTS="backpack fan camel frog dog cake log robot person teapot"   # every ordered pair of these
+GRID=4                             # cells per side
+CELL=224                           # cell size in pixels (canvas = GRID x CELL)
+SIZES="224 174 124 74"             # object sizes in pixels
+SEED=0                             # placement seed: same seed, same bytes
+BACKGROUND=black                   # black (as published), white, or a folder of images
+WORKERS=${WORKERS:-2}              # pairs in parallel
+PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUTPUT_DIR="${1:-$HERE/../data/extraction_data}"
+
+# shellcheck disable=SC2086
+"$PYTHON" "$HERE/make_grid_data.py" --output-dir "$OUTPUT_DIR" --objects $OBJECTS --grid "$GRID" --cell-size "$CELL" \
+  --sizes $SIZES --seed "$SEED" --background "$BACKGROUND" --workers "$WORKERS"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Small grid dataset (2 object pairs) for the Figure 5 spatial IDs.
+#   bash dataengine/grid_data.sh [OUTPUT_DIR=data/grid_data]
+set -euo pipefail
+
+PAIRS="camel_frog dog_teapot"      # ordered pairs reference_target
+GRID=4                             # cells per side
+CELL=224                           # cell size in pixels (canvas = GRID x CELL)
+SIZES="224 174 124 74"             # object sizes in pixels
+SEED=0                             # placement seed: same seed, same bytes
+BACKGROUND=black                   # black (as published), white, or a folder of images
+WORKERS=${WORKERS:-2}              # pairs in parallel
+PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUTPUT_DIR="${1:-$HERE/../data/grid_data}"
+
+# shellcheck disable=SC2086
+"$PYTHON" "$HERE/make_grid_data.py" --output-dir "$OUTPUT_DIR" --pairs $PAIRS --grid "$GRID" --cell-size "$CELL" \
+  --sizes $SIZES --seed "$SEED" --background "$BACKGROUND" --workers "$WORKERS"
