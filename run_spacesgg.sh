@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# SpaceSGG pipeline: a dataset folder -> point clouds, layers, multiview relations.
+# SpaceSGG pipeline: a dataset folder -> point clouds, layers, multiview relations -> three LLaVA training files.
 #   bash run_spacesgg.sh DATASET [OUTPUT_DIR]
 # DATASET holds images/, depth_maps/, masks/, annotations.json and K.txt (see README).
+# With BACKEND=openai set OPENAI_API_KEY (and OPENAI_BASE_URL or BASE_URL for vLLM/Ollama).
 set -euo pipefail
 
 SCALE_FACTOR=${SCALE_FACTOR:-5000}        # depth PNG value per metre
 WORKERS=${WORKERS:-2}                      # d2p processes
 DATASET_BASE=${DATASET_BASE:-}             # annotation key prefix to replace (optional)
+BACKEND=${BACKEND:-template}               # stage 2 answers: template (offline) or openai
+MODEL=${MODEL:-gpt-4o-mini}                # LLM name on the server (openai backend)
+BASE_URL=${BASE_URL:-}                     # OpenAI-compatible server URL (default: OPENAI_BASE_URL, else OpenAI)
+CONCURRENCY=${CONCURRENCY:-8}              # LLM requests in flight
+SEED=${SEED:-0}                            # phrasing and sampling seed
 PYTHON=${PYTHON:-python3}                  # interpreter with requirements.txt installed
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,15 +23,26 @@ OUT="$(cd "$OUT" && pwd)"
 REWRITE=()
 if [ -n "$DATASET_BASE" ]; then REWRITE=(--dataset-base "$DATASET_BASE" --data-prefix "$DATASET/images"); fi
 
-echo "== 1/3 d2p: depth maps -> point clouds"
+echo "== 1/6 d2p: depth maps -> point clouds"
 "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS"
 
-echo "== 2/3 layers_aggregation: depth layers"
+echo "== 2/6 layers_aggregation: depth layers"
 "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$DATASET/annotations.json" --depth-dir "$DATASET/depth_maps" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" ${REWRITE[@]+"${REWRITE[@]}"}
 
-echo "== 3/3 multiview_layers: relations from four views"
+echo "== 3/6 multiview_layers: relations from four views"
 "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" --point-cloud-dir "$DATASET/point_clouds" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" ${REWRITE[@]+"${REWRITE[@]}"}
 
-echo "SpaceSGG outputs: point clouds in $DATASET/point_clouds, layers in $OUT/layers.json, relations in $OUT/multiview.json"
+LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED")
+if [ -n "$BASE_URL" ]; then LLM+=(--base-url "$BASE_URL"); fi
+step=4
+for kind in layer between rotation; do
+  echo "== $step/6 llm_based_query: create_${kind}_prompt"
+  "$PYTHON" "$HERE/llm_based_query.py" --anno-file "$OUT/multiview.json" --prompt-function "create_${kind}_prompt" \
+    --output-file "$OUT/${kind}.json" "${LLM[@]}" ${REWRITE[@]+"${REWRITE[@]}"}
+  step=$((step + 1))
+done
+
+echo "SpaceSGG outputs: point clouds in $DATASET/point_clouds, layers in $OUT/layers.json, relations in $OUT/multiview.json,"
+echo "training data (LLaVA format) in $OUT/layer.json $OUT/between.json $OUT/rotation.json"

@@ -64,6 +64,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
         objects[oid] = obj
     out = dict(record)
     out["objects"] = objects
+    out["image_size"] = [width, height]
     out["levels"] = group_layers(items, layer_gap, layer_gap_rel)
     return out
 

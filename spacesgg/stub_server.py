@@ -1,0 +1,151 @@
+"""A loopback OpenAI-compatible chat server for tests, benchmarks and offline trials of the openai backend.
+
+    python -m spacesgg.stub_server --port 8011 --latency 0.2
+
+It answers /v1/chat/completions from the prompt itself (echoing the tags and
+the measured relations it was given), after `latency` seconds, and can be
+told to inject faults: a queue of "429", "500", "timeout", "malformed",
+"badbox", "badtag" consumed one per request. It binds 127.0.0.1 only.
+"""
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TAG_RE = re.compile(r"<ref>[^<>]+</ref><box>\[\[[\d, ]+\]\]</box>")
+FAULTS = ("429", "500", "timeout", "malformed", "badbox", "badtag")
+
+
+def reply_for(user):
+    """A valid reply built from the user context of the three prompt kinds."""
+    if "Measured relation from this viewpoint:" in user:
+        return user.split("Measured relation from this viewpoint:", 1)[1].strip()
+    if "Objects and relations" in user:
+        line = next(line for line in user.splitlines() if line.startswith("- "))[2:]
+        tags = TAG_RE.findall(line)
+        return f"Q: Where is {tags[0]} relative to {tags[1]}?\nA: {line.rstrip('.')}."
+    tags = TAG_RE.findall(user)
+    return "From near to far the scene shows " + ", ".join(tags) + "." if tags else "OK."
+
+
+class StubServer:
+    def __init__(self, latency=0.0, api_key=None, retry_after=1, hang=30.0, port=0):
+        self.latency, self.api_key, self.retry_after, self.hang = latency, api_key, retry_after, hang
+        self.faults = deque()
+        self.log = []                      # one dict per request: prompt hash, outcome
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def inject(self, *faults):
+        for f in faults:
+            if f not in FAULTS:
+                raise ValueError(f"unknown fault {f!r}; one of {FAULTS}")
+            self.faults.append(f)
+
+    def answered(self):
+        """Prompt hashes that got a valid 200 answer, one per answer."""
+        return [e["prompt"] for e in self.log if e["outcome"] == "ok"]
+
+    def start(self):
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _handler(server):  # noqa: N805 - the closure gives the handler its server
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, headers=()):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    return self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+                user = next((m["content"] for m in body.get("messages", []) if m["role"] == "user"), "")
+                prompt = hashlib.sha256(user.encode()).hexdigest()[:16]
+                with server.lock:
+                    fault = server.faults.popleft() if server.faults else None
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.latency)
+                    outcome = fault or "ok"
+                    if fault == "429":
+                        self._send(429, {"error": {"message": "rate limited"}}, [("Retry-After", str(server.retry_after))])
+                    elif fault == "500":
+                        self._send(500, {"error": {"message": "internal error"}})
+                    elif fault == "timeout":
+                        time.sleep(server.hang)
+                        self._send(500, {"error": {"message": "too late"}})
+                    elif fault == "malformed":
+                        self._send(200, b'{"id": "x", "choices": [ {"mess')
+                    else:
+                        text = reply_for(user)
+                        if fault == "badbox":
+                            text += " Also <ref>ghost</ref><box>[[1, 2, 3, 4]]</box>."
+                        elif fault == "badtag":
+                            text = text.replace("</ref>", "", 1)
+                        self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
+                                         "model": body.get("model", "stub"),
+                                         "choices": [{"index": 0, "finish_reason": "stop",
+                                                      "message": {"role": "assistant", "content": text}}],
+                                         "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
+                                                   "total_tokens": len(user.split()) + len(text.split())}})
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+                        server.log.append({"prompt": prompt, "outcome": outcome, "time": time.time()})
+        return Handler
+
+
+def main():
+    p = argparse.ArgumentParser(description="Loopback OpenAI-compatible stub server (127.0.0.1 only).", allow_abbrev=False)
+    p.add_argument("--port", type=int, default=8011, help="port on 127.0.0.1 (default %(default)s)")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every request (default %(default)g)")
+    args = p.parse_args()
+    server = StubServer(latency=args.latency, port=args.port)
+    print(f"stub OpenAI server at {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        server.httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
