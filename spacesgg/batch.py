@@ -8,6 +8,11 @@ from tqdm import tqdm
 from .errors import RecordError, UserError
 
 
+def report(line):
+    """One line on stderr that does not break a running progress bar."""
+    tqdm.write(line, file=sys.stderr)
+
+
 class Tally:
     """Counts done/skipped/failed items of a stage and prints its summary line."""
 
@@ -19,11 +24,11 @@ class Tally:
 
     def fail(self, message):
         self.failed += 1
-        tqdm.write(f"error: {message}", file=sys.stderr)
+        report(f"error: {message}")
 
     def warn(self, message):
         self.warnings += 1
-        tqdm.write(f"warning: {message}", file=sys.stderr)
+        report(f"warning: {message}")
 
     def summary(self, extra=""):
         seconds = time.perf_counter() - self.start

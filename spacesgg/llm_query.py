@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .annotations import check_rewrite_flags, load_annotations, rewrite_path
+from .batch import report
 from .backends import BACKENDS, RequestFailed, ServerUnreachable
 from .errors import RecordError, UserError
 from .io import write_json
@@ -48,11 +49,11 @@ class Cache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a", encoding="utf-8")
         self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        self.file.flush()                  # in the kernel now: survives a kill of this process
 
     def close(self):
         if self.file:
+            os.fsync(self.file.fileno())   # and on disk before we report success
             self.file.close()
 
 
@@ -82,7 +83,7 @@ def build_requests(records, prompt_function, stats, **options):
         except (RecordError, KeyError, TypeError, ValueError) as e:
             stats.bad_records += 1
             message = str(e) if isinstance(e, RecordError) else f"{key}: malformed record ({type(e).__name__}: {e})"
-            tqdm.write(f"error: {message}")
+            report(f"error: {message}")
     return requests
 
 
@@ -114,7 +115,7 @@ async def _answer_all(requests, backend, cache, concurrency, stats, on_reject):
                     await future
                 except RequestFailed as e:
                     stats.failed += 1
-                    tqdm.write(f"error: {e}")
+                    report(f"error: {e}")
                 bar.update()
     except ServerUnreachable as e:
         for task in tasks:
@@ -171,7 +172,7 @@ def query(anno_file, prompt_function, output_file, backend="template", limit=Non
     rejects = []
     try:
         asyncio.run(_answer_all(todo, engine, cache, concurrency, stats,
-                                lambda request, reason: tqdm.write(f"rejected: {request.id}: {reason}")))
+                                lambda request, reason: report(f"rejected: {request.id}: {reason}")))
     finally:
         cache.close()
 
@@ -188,7 +189,7 @@ def query(anno_file, prompt_function, output_file, backend="template", limit=Non
             image = image_path(request.image, dataset_base, data_prefix, image_root)
         except RecordError as e:
             stats.failed += 1
-            tqdm.write(f"error: {e}")
+            report(f"error: {e}")
             continue
         out.append({"id": request.id, "image": image, "conversations": conversation(turns),
                     "prompt_function": name, "backend": engine.name, "model": engine.model})

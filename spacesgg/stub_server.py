@@ -33,6 +33,11 @@ def reply_for(user):
     return "From near to far the scene shows " + ", ".join(tags) + "." if tags else "OK."
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256           # the default 5 drops bursts of concurrent connects (1 s SYN retries)
+
+
 class StubServer:
     def __init__(self, latency=0.0, api_key=None, retry_after=1, hang=30.0, port=0):
         self.latency, self.api_key, self.retry_after, self.hang = latency, api_key, retry_after, hang
@@ -40,8 +45,7 @@ class StubServer:
         self.log = []                      # one dict per request: prompt hash, outcome
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", port), self._handler())
         self.thread = None
 
     @property
@@ -75,6 +79,9 @@ class StubServer:
 
     def _handler(server):  # noqa: N805 - the closure gives the handler its server
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"       # keep-alive, as real servers
+            disable_nagle_algorithm = True      # headers and body go out at once (no 40 ms delayed-ACK stall)
+
             def log_message(self, *args):
                 pass
 
