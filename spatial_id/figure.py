@@ -1,0 +1,122 @@
+"""Figure 5: spatial IDs of size-224 cells projected onto the orthonormalised x/y plane, and a layer sweep."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spacesgg.errors import UserError
+from spacesgg.io import atomic_path
+
+from .ids import AXIS_SIZE, UNIVERSAL, axes, load_pt
+
+
+def plane(x, y):
+    """Orthonormal basis (2 x D) of the plane spanned by the x and y axes (Gram-Schmidt, x first)."""
+    e1 = x / x.norm()
+    y_perp = y - (y @ e1) * e1
+    if y_perp.norm() < 1e-8 * y.norm():
+        raise UserError("the x and y axes are parallel at this layer; no plane to project on")
+    return torch.stack([e1, y_perp / y_perp.norm()])
+
+
+def projection(data, word=UNIVERSAL, layer=None, size=AXIS_SIZE):
+    """(coords C x 2, cells, explained-variance fraction, basis) of one key's size-`size` IDs at one layer."""
+    if word not in data["ids"]:
+        raise UserError(f"no IDs for {word!r} in this file; keys: {', '.join(data['ids'])}")
+    layers = data["layers"]
+    li = layers.index(layer) if layer is not None and layer in layers else None
+    if layer is not None and li is None:
+        raise UserError(f"layer {layer} was not extracted; extracted layers: {layers[0]}..{layers[-1]}")
+    li = len(layers) // 2 if li is None else li
+    ids = data["ids"][word].float()
+    x, y = axes(ids, data["cells"], size)
+    keep = [k for k, c in enumerate(data["cells"]) if c[2] == size]
+    v = ids[li, keep]
+    v = v - v.mean(dim=0)
+    basis = plane(x[li], y[li])
+    coords = v @ basis.T
+    explained = float((coords ** 2).sum() / (v ** 2).sum())
+    return coords.numpy(), [data["cells"][k] for k in keep], explained, basis, layers[li]
+
+
+def explained_by_layer(data, word=UNIVERSAL, size=AXIS_SIZE):
+    """[(layer, explained-variance fraction of the x/y plane)] for every extracted layer."""
+    out = []
+    for layer in data["layers"]:
+        try:
+            out.append((layer, projection(data, word, layer, size)[2]))
+        except UserError:
+            out.append((layer, float("nan")))
+    return out
+
+
+def _cell_colour(i, j, grid):
+    import matplotlib.colors as mcolors
+    hue = i / max(grid, 1)
+    value = 1.0 - 0.55 * j / max(grid - 1, 1)
+    return mcolors.hsv_to_rgb((hue, 0.85, value))
+
+
+def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
+    coords, cells, explained, basis, layer = projection(data, word, layer)
+    grid = max(max(c[0], c[1]) for c in cells) + 1
+    pos = {(c[0], c[1]): coords[k] for k, c in enumerate(cells)}
+    for (i, j), p in pos.items():                 # grid lines between neighbouring cells
+        for di, dj in ((1, 0), (0, 1)):
+            q = pos.get((i + di, j + dj))
+            if q is not None:
+                ax.plot([p[0], q[0]], [p[1], q[1]], color="0.8", lw=0.8, zorder=1)
+    for (i, j), p in pos.items():
+        ax.scatter(p[0], p[1], color=_cell_colour(i, j, grid), s=90, edgecolor="k", lw=0.5, zorder=2)
+        ax.annotate(f"{i},{j}", p, textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if text is not None and layer in text["layers"]:
+        ti = text["layers"].index(layer)
+        emb = {w: e[ti].float() for w, e in text["embeds"].items()}
+        mean = torch.stack(list(emb.values())).mean(dim=0)   # centred like the IDs: only their difference matters
+        points = {w: ((e - mean) @ basis.T).numpy() for w, e in emb.items()}
+        reach = max(float(np.abs(p).max()) for p in points.values())
+        scale = float(np.abs(coords).max()) / reach if reach > 0 else 1.0   # their direction, drawn at the IDs' scale
+        for w, p in points.items():
+            ax.scatter(p[0] * scale, p[1] * scale, marker="*", s=260, color="k", zorder=3)
+            ax.annotate(f'text "{w}"', p * scale, textcoords="offset points", xytext=(6, -10), fontsize=9, weight="bold")
+    ax.set_xlabel("x axis (column)")
+    ax.set_ylabel("y axis (row, orthonormalised)")
+    ax.invert_yaxis()
+    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}: "
+                 f"x/y plane explains {explained:.0%} of the variance", fontsize=10)
+    return explained
+
+
+def write_fig5(id_file, output, text_file=None, word=UNIVERSAL, layer=None, sweep_output=None):
+    """Write Figure 5 (and the layer sweep) as PNG; returns the exit code."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    data = load_pt(id_file)
+    text = load_pt(text_file, "text-embedding file") if text_file else None
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    explained = draw_fig5(ax, data, text, word, layer)
+    _save(fig, output)
+    print(f"fig5: {output} (explained variance {explained:.1%})")
+    if sweep_output:
+        sweep = explained_by_layer(data, word)
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o")
+        ax.set_xlabel("layer (hidden-state index, 0 = embeddings)")
+        ax.set_ylabel("variance in x/y plane")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{data['meta'].get('model', '')} {word}: explained variance of the x/y plane per layer", fontsize=10)
+        ax.grid(alpha=0.3)
+        _save(fig, sweep_output)
+        best = max(sweep, key=lambda s: -1 if np.isnan(s[1]) else s[1])
+        print(f"fig5 sweep: {sweep_output} (best layer {best[0]}: {best[1]:.1%})")
+    return 0
+
+
+def _save(fig, path):
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)

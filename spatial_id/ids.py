@@ -1,0 +1,219 @@
+"""Spatial IDs from grid images: per-pair IDs, universal IDs, x/y axes, and their .pt files.
+
+ID file: {"meta": {model, model_path, query, target, subtokens, dtype, pairs}, "layers": [...],
+          "cells": [[i, j, size], ...], "ids": {word: float32 Tensor[L, C, D]}}
+Axis file: {"meta", "layers", "axis": {word: float32 Tensor[L, D]}}
+Text file: {"meta", "layers", "embeds": {word: float32 Tensor[L, D]}}
+query/target/subtokens are dicts keyed by the ID word. Every file holds only
+tensors, dicts, lists and strings, and loads with torch.load(weights_only=True).
+"""
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from spacesgg.errors import UserError
+from spacesgg.io import atomic_path
+
+from .extract import QUERY
+
+AXIS_SIZE = 224
+UNIVERSAL = "universal"
+
+
+def save_pt(path, obj):
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_pt(path, what="ID file"):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise UserError(f"{path}: not a readable {what} ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+
+def pair_folders(image_dir):
+    """The pair folders under `image_dir` (itself, if it is one), in name order."""
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise UserError(f"{image_dir}: image folder not found; make it with dataengine/grid_data.sh")
+    if (image_dir / "manifest.json").is_file():
+        return [image_dir]
+    pairs = sorted(p for p in image_dir.iterdir() if (p / "manifest.json").is_file())
+    if not pairs:
+        raise UserError(f"{image_dir}: no pair folder (a folder with manifest.json) here; make them with "
+                        "dataengine/grid_data.sh or point at the right folder")
+    return pairs
+
+
+def read_pair(folder):
+    """(a, b, [(image path, [i, j, size]), ...]) of a pair folder, checked against its manifest."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        a, b = manifest["pair"]
+        entries = [(folder / e["file"], [*e["target"]["cell"], e["size"]]) for e in manifest["images"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{folder}/manifest.json: unreadable or not a grid manifest ({e}); regenerate the pair") from None
+    if not entries:
+        raise UserError(f"{folder}: the manifest lists no images")
+    missing = [p.name for p, _ in entries if not p.is_file()]
+    if missing:
+        raise UserError(f"{folder}: {len(missing)} images of the manifest are missing (e.g. {missing[0]}); rerun the data engine")
+    listed = {p.name for p, _ in entries}
+    stray = sorted(p.name for p in folder.glob("*.png") if p.name not in listed)
+    if stray:
+        raise UserError(f"{folder}: holds images that are not in its manifest (e.g. {stray[0]}); a pair folder must "
+                        "hold one configuration only")
+    if folder.name != f"{a}_{b}":
+        raise UserError(f"{folder}: the manifest is for pair {a}_{b}; folder and manifest disagree")
+    return a, b, entries
+
+
+def extract_pair(extractor, folder, layers=None, batch_size=8):
+    """Raw target vectors of one pair: (float32 Tensor[L, C, D], cells, meta)."""
+    a, b, entries = read_pair(folder)
+    query = QUERY.format(a=a, b=b)
+    text = extractor.prompt(query, with_image=True)
+    target = extractor.target_position(text, query, b)
+    layer_ids = extractor.resolve_layers(layers, with_image=True)
+    chunks = []
+    for start in tqdm(range(0, len(entries), batch_size), desc=f"{folder.name}", unit="batch", leave=False):
+        batch = entries[start:start + batch_size]
+        images = []
+        for path, _ in batch:
+            with Image.open(path) as im:
+                images.append(im.convert("RGB"))
+        chunks.append(extractor.hidden([text] * len(batch), images, target, layer_ids))
+    vectors = torch.cat(chunks, dim=1)
+    meta = {"query": query, "target": b, "subtokens": target.subtokens, "pair": f"{a}_{b}"}
+    return vectors, [cell for _, cell in entries], layer_ids, meta
+
+
+def centre(vectors):
+    """Subtract the mean over all images (dim 1) of a pair: the pair's spatial IDs."""
+    return vectors - vectors.mean(dim=1, keepdim=True)
+
+
+def file_meta(extractor, pairs, query, target, subtokens):
+    return {"model": extractor.choice.name, "model_path": extractor.choice.source, "query": query, "target": target,
+            "subtokens": subtokens, "dtype": extractor.dtype_name, "pairs": pairs}
+
+
+def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False):
+    """Pair IDs of every pair folder; one file with all words + universal, or one file per pair (resumable)."""
+    pairs = pair_folders(image_dir)
+    out = Path(output_dir)
+    name = extractor.choice.name
+    start, done, skipped = time.perf_counter(), 0, 0
+    ids, words, cells_all, layer_ids, metas = {}, {}, None, None, []
+    for folder in tqdm(pairs, desc=f"{name} pairs", unit="pair"):
+        if per_pair and (out / folder.name / f"{name}.pt").is_file():
+            skipped += 1
+            continue
+        vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
+        word = meta["target"]
+        if per_pair:
+            save_pt(out / folder.name / f"{name}.pt", {
+                "meta": file_meta(extractor, [meta["pair"]], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]}),
+                "layers": layer_ids, "cells": cells, "ids": {word: centre(vectors)}})
+        else:
+            if word in ids:
+                raise UserError(f"{folder}: target word {word!r} appears in two pairs ({words[word]}, {meta['pair']}); "
+                                "use --per-pair and average_id.py for such sets")
+            if cells_all is not None and cells != cells_all:
+                raise UserError(f"{folder}: its cells differ from the first pair's; all pairs need the same grid and sizes")
+            cells_all = cells
+            ids[word], words[word] = centre(vectors), meta["pair"]
+            metas.append(meta)
+        done += 1
+    if not per_pair:
+        ids[UNIVERSAL] = torch.stack(list(ids.values())).mean(dim=0)
+        meta = file_meta(extractor, [m["pair"] for m in metas], {m["target"]: m["query"] for m in metas},
+                         {m["target"]: m["target"] for m in metas}, {m["target"]: m["subtokens"] for m in metas})
+        save_pt(out / f"{name}.pt", {"meta": meta, "layers": layer_ids, "cells": cells_all, "ids": ids})
+    print(f"compute_id {name}: {done} pairs done, {skipped} skipped, 0 failed in {time.perf_counter() - start:.1f}s, "
+          f"output in {out}")
+    return 0
+
+
+def average_ids(files, output_file):
+    """Universal IDs: the mean over pair files of their (single) word's IDs; all must share layers and cells."""
+    if not files:
+        raise UserError("no pair ID files to average; run compute_id.py --per-pair first")
+    total, first, pairs, meta = None, None, [], None
+    for f in tqdm(files, desc="average", unit="file"):
+        data = load_pt(f)
+        if first is None:
+            first, meta = data, dict(data["meta"])
+        elif data["layers"] != first["layers"] or data["cells"] != first["cells"]:
+            raise UserError(f"{f}: layers or cells differ from {files[0]}; extract all pairs with the same settings")
+        for word, tensor in data["ids"].items():
+            if word == UNIVERSAL:
+                continue
+            total = tensor.clone() if total is None else total + tensor
+            pairs += data["meta"]["pairs"]
+    meta.update(pairs=pairs, query={}, target={}, subtokens={})
+    universal = total / len(pairs)
+    save_pt(output_file, {"meta": meta, "layers": first["layers"], "cells": first["cells"], "ids": {UNIVERSAL: universal}})
+    print(f"average_id: {len(pairs)} pairs averaged into {output_file}")
+    return 0
+
+
+def axes(ids, cells, size=AXIS_SIZE):
+    """x and y axes (Tensor[L, D] each) of IDs Tensor[L, C, D]: mean differences along rows and columns at `size`.
+
+    x = mean over rows j and x1 < x2 of ID(x2, j) - ID(x1, j); y likewise over columns and y1 < y2.
+    """
+    index = {(i, j): k for k, (i, j, s) in enumerate(cells) if s == size}
+    if not index:
+        raise UserError(f"no cell of size {size}; the axes are defined on size-{size} images")
+    xs, ys = sorted({i for i, _ in index}), sorted({j for _, j in index})
+    dx = [ids[:, index[(x2, j)]] - ids[:, index[(x1, j)]] for j in ys for x1 in xs for x2 in xs if x1 < x2
+          if (x1, j) in index and (x2, j) in index]
+    dy = [ids[:, index[(i, y2)]] - ids[:, index[(i, y1)]] for i in xs for y1 in ys for y2 in ys if y1 < y2
+          if (i, y1) in index and (i, y2) in index]
+    return torch.stack(dx).mean(dim=0), torch.stack(dy).mean(dim=0)
+
+
+def compute_axes(id_file, output_dir=None, size=AXIS_SIZE):
+    """Write {model}_x.pt and {model}_y.pt beside (or into output_dir) for every key of an ID file."""
+    id_file = Path(id_file)
+    data = load_pt(id_file)
+    out = Path(output_dir) if output_dir else id_file.parent
+    x, y = {}, {}
+    for word, tensor in data["ids"].items():
+        x[word], y[word] = axes(tensor, data["cells"], size)
+    meta = dict(data["meta"], axis_size=size)
+    stem = id_file.stem
+    save_pt(out / f"{stem}_x.pt", {"meta": meta, "layers": data["layers"], "axis": x})
+    save_pt(out / f"{stem}_y.pt", {"meta": meta, "layers": data["layers"], "axis": y})
+    print(f"compute_axes: x and y axes of {len(x)} keys written to {out / (stem + '_x.pt')} and {out / (stem + '_y.pt')}")
+    return 0
+
+
+def text_embeddings(extractor, image_dir, output_dir, words=("left", "right"), layers=None):
+    """Text-only hidden states of `words` in the query of the first pair (name order): {model}_text.pt."""
+    first = pair_folders(image_dir)[0]
+    a, b, _ = read_pair(first)
+    query = QUERY.format(a=a, b=b)
+    text = extractor.prompt(query, with_image=False)
+    layer_ids = extractor.resolve_layers(layers, with_image=False)
+    embeds, subtokens = {}, {}
+    for word in words:
+        target = extractor.target_position(text, query, word)
+        embeds[word] = extractor.hidden([text], None, target, layer_ids)[:, 0]
+        subtokens[word] = target.subtokens
+    meta = file_meta(extractor, [f"{a}_{b}"], {w: query for w in words}, {w: w for w in words}, subtokens)
+    out = Path(output_dir) / f"{extractor.choice.name}_text.pt"
+    save_pt(out, {"meta": meta, "layers": layer_ids, "embeds": embeds})
+    print(f"text_embed {extractor.choice.name}: {', '.join(words)} from {query!r} written to {out}")
+    return 0

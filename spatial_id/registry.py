@@ -1,0 +1,124 @@
+"""The one registry of VLMs for spatial-ID extraction: aliases, hub ids, families, classes and dtypes.
+
+A family says which transformers class loads the model, which dtype it wants
+and whether fp16 is safe. Layer counts are never listed here: they come from
+the loaded config.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from spacesgg.errors import UserError
+
+
+@dataclass(frozen=True)
+class Family:
+    model_class: str          # transformers class name
+    dtype: str = "bfloat16"   # recommended on a GPU
+    fp16_ok: bool = True      # fp16 overflows in some families' activations
+
+
+FAMILIES = {
+    "llava": Family("LlavaForConditionalGeneration"),
+    "qwen2_vl": Family("Qwen2VLForConditionalGeneration", fp16_ok=False),
+    "qwen2_5_vl": Family("Qwen2_5_VLForConditionalGeneration", fp16_ok=False),
+    "gemma3": Family("Gemma3ForConditionalGeneration", fp16_ok=False),
+    "internvl": Family("InternVLForConditionalGeneration"),
+    "mllama": Family("MllamaForConditionalGeneration"),
+}
+
+# alias -> (hub id, family)
+MODELS = {
+    "llava-7b": ("llava-hf/llava-1.5-7b-hf", "llava"),
+    "llava-13b": ("llava-hf/llava-1.5-13b-hf", "llava"),
+    "llama-11b": ("meta-llama/Llama-3.2-11B-Vision-Instruct", "mllama"),
+    "qwen-7b": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
+    "qwen-3b": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
+    "qwen2-2b": ("Qwen/Qwen2-VL-2B-Instruct", "qwen2_vl"),
+    "internvl-1b": ("OpenGVLab/InternVL3-1B-hf", "internvl"),
+    "internvl-2b": ("OpenGVLab/InternVL3-2B-hf", "internvl"),
+    "internvl-8b": ("OpenGVLab/InternVL3-8B-hf", "internvl"),
+    "internvl-14b": ("OpenGVLab/InternVL3-14B-hf", "internvl"),
+    "llava-cot": ("Xkev/Llama-3.2V-11B-cot", "mllama"),
+    "gemma-4b": ("google/gemma-3-4b-it", "gemma3"),
+    "gemma-12b": ("google/gemma-3-12b-it", "gemma3"),
+}
+
+MODEL_TYPE_TO_FAMILY = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3",
+                        "internvl": "internvl", "mllama": "mllama"}
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str        # the alias (names output files)
+    source: str      # hub id or local directory
+    family: str
+
+
+def resolve_model(model, model_path=None):
+    """`model` is an alias, or `alias=DIR` (that directory under the alias's family and name)."""
+    if model and "=" in model:
+        model, model_path = model.split("=", 1)
+    if model not in MODELS:
+        raise UserError(f"unknown model alias {model!r}; known aliases: {', '.join(MODELS)} "
+                        "(a local snapshot goes with --model-path DIR or ALIAS=DIR)")
+    hub_id, family = MODELS[model]
+    if model_path:
+        path = Path(model_path).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path}: no model directory (config.json missing); download the snapshot "
+                            f"(e.g. huggingface-cli download {hub_id} --local-dir {path}) or fix the path")
+        return ModelChoice(model, str(path.resolve()), family)
+    return ModelChoice(model, hub_id, family)
+
+
+def resolve_dtype(family, dtype, device):
+    """The torch dtype name to load with: 'auto' = the family's dtype on a GPU, float32 on the CPU."""
+    if dtype == "auto":
+        return FAMILIES[family].dtype if device == "cuda" else "float32"
+    if dtype == "float16" and not FAMILIES[family].fp16_ok:
+        raise UserError(f"--dtype float16 overflows in {family} models (Qwen2-VL, Qwen2.5-VL and Gemma 3); "
+                        "use bfloat16 (GPU) or float32")
+    return dtype
+
+
+def resolve_device(device):
+    import torch
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu (or auto), "
+                        "or install a CUDA build of torch on a GPU machine")
+    return device
+
+
+def parse_layers(text):
+    """'all' or a comma list of indices and ranges ('0,4,8-12', negatives count from the end) -> None or [ints]."""
+    if text is None or text == "all":
+        return None
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise UserError(f"--layers {text!r}: write 'all' or indices and ranges like 0,4,8-12") from None
+    return out
+
+
+def add_model_args(p, with_batch=True):
+    """--model/--model-path/--device/--dtype/--layers (and --batch-size) for the extraction CLIs."""
+    p.add_argument("--model", required=True, help=f"model alias ({', '.join(MODELS)}), or ALIAS=DIR for a local snapshot")
+    p.add_argument("--model-path", default=None, help="local snapshot directory that replaces the alias's hub id")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="auto = the family's dtype (bfloat16) on a GPU, float32 on the CPU; float16 is refused for Qwen2-VL/2.5-VL and Gemma 3")
+    p.add_argument("--layers", default="all", help="hidden-state indices to keep: all (default), or e.g. 0,8,16-20 (0 = embeddings)")
+    if with_batch:
+        p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default %(default)s)")
