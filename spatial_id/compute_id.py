@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spacesgg.cli import make_parser, run_cli  # noqa: E402
 from spacesgg.errors import UserError  # noqa: E402
 from spatial_id.extract import Extractor  # noqa: E402
-from spatial_id.ids import compute_ids, pair_folders  # noqa: E402
+from spatial_id.ids import compute_ids, pair_folders, pending_pairs, text_embeddings  # noqa: E402
 from spatial_id.registry import add_model_args, parse_layers, resolve_model  # noqa: E402
 
 
@@ -25,6 +25,7 @@ def build_parser():
     p.add_argument("--image-dir", required=True, help="a pair folder ({a}_{b} with manifest.json) or a folder of them")
     p.add_argument("--output-dir", required=True, help="where the .pt files go")
     p.add_argument("--per-pair", action="store_true", help="one file per pair in OUTPUT_DIR/{a}_{b}/ (resumable); else one file")
+    p.add_argument("--with-text", action="store_true", help="also write {model}_text.pt (text-only \"left\"/\"right\", as text_embed.py) with the same loaded model")
     add_model_args(p)
     return p
 
@@ -33,9 +34,15 @@ def main(args):
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     choice = resolve_model(args.model, args.model_path)
-    pair_folders(args.image_dir)                 # fail on a bad folder before loading a model
+    pairs = pair_folders(args.image_dir)         # fail on a bad folder before loading a model
+    if args.per_pair and not args.with_text and not pending_pairs(args.image_dir, args.output_dir, choice.name):
+        print(f"compute_id {choice.name}: 0 pairs done, {len(pairs)} skipped, 0 failed (all extracted in {args.output_dir})")
+        return 0
     extractor = Extractor(choice, args.device, args.dtype)
-    return compute_ids(extractor, args.image_dir, args.output_dir, parse_layers(args.layers), args.batch_size, args.per_pair)
+    code = compute_ids(extractor, args.image_dir, args.output_dir, parse_layers(args.layers), args.batch_size, args.per_pair)
+    if args.with_text:
+        code = code or text_embeddings(extractor, args.image_dir, args.output_dir, layers=parse_layers(args.layers))
+    return code
 
 
 if __name__ == "__main__":

@@ -78,6 +78,11 @@ def read_pair(folder):
     return a, b, entries
 
 
+def pending_pairs(image_dir, output_dir, name):
+    """Pair folders whose per-pair file OUTPUT_DIR/{a}_{b}/{name}.pt does not exist yet."""
+    return [f for f in pair_folders(image_dir) if not (Path(output_dir) / f.name / f"{name}.pt").is_file()]
+
+
 def extract_pair(extractor, folder, layers=None, batch_size=8):
     """Raw target vectors of one pair: (float32 Tensor[L, C, D], cells, meta)."""
     a, b, entries = read_pair(folder)

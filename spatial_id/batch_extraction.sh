@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Universal spatial IDs over all pairs of the extraction dataset: per model OUTPUT_BASE/{a}_{b}/{model}.pt,
+# OUTPUT_BASE/{model}.pt (universal), {model}_x.pt and {model}_y.pt. Pairs already extracted are skipped.
+#   bash spatial_id/batch_extraction.sh [IMAGE_BASE=data/extraction_data] [OUTPUT_BASE=embeds/universal_id]
+#   MODELS="llava-7b=/models/llava-1.5-7b-hf qwen-3b" bash spatial_id/batch_extraction.sh
+set -euo pipefail
+
+MODELS=${MODELS:-"llava-7b qwen-3b internvl-2b gemma-4b llama-11b"}   # aliases, or ALIAS=DIR for local snapshots
+DEVICE=${DEVICE:-auto}             # auto: cuda if available, else cpu
+DTYPE=${DTYPE:-auto}               # auto: bfloat16 on a GPU, float32 on the CPU
+BATCH_SIZE=${BATCH_SIZE:-8}        # images per forward pass
+LAYERS=${LAYERS:-all}              # hidden-state indices, e.g. all or 0,8,16-20
+PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+IMAGE_BASE="${1:-$HERE/../data/extraction_data}"
+OUTPUT_BASE="${2:-$HERE/../embeds/universal_id}"
+
+for entry in $MODELS; do
+  name="${entry%%=*}"
+  echo "== $name: per-pair spatial IDs"
+  "$PYTHON" "$HERE/compute_id.py" --model "$entry" --image-dir "$IMAGE_BASE" --output-dir "$OUTPUT_BASE" --per-pair \
+    --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS"
+  echo "== $name: universal IDs and axes"
+  "$PYTHON" "$HERE/average_id.py" --input-dir "$OUTPUT_BASE" --model "$name"
+  "$PYTHON" "$HERE/compute_axes.py" --id-file "$OUTPUT_BASE/$name.pt"
+done
+echo "universal spatial IDs in $OUTPUT_BASE"

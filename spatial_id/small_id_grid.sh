@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Spatial IDs on the small grid dataset (2 pairs), for Figure 5: per model {model}.pt (each pair's
+# target word + universal), {model}_x.pt, {model}_y.pt and {model}_text.pt.
+#   bash spatial_id/small_id_grid.sh [IMAGE_BASE=data/grid_data] [OUTPUT_BASE=embeds/grid_id]
+#   MODELS="llava-7b=/models/llava-1.5-7b-hf qwen-3b" bash spatial_id/small_id_grid.sh
+set -euo pipefail
+
+MODELS=${MODELS:-"llava-7b qwen-3b internvl-2b gemma-4b llama-11b"}   # aliases, or ALIAS=DIR for local snapshots
+DEVICE=${DEVICE:-auto}             # auto: cuda if available, else cpu
+DTYPE=${DTYPE:-auto}               # auto: bfloat16 on a GPU, float32 on the CPU
+BATCH_SIZE=${BATCH_SIZE:-8}        # images per forward pass
+LAYERS=${LAYERS:-all}              # hidden-state indices, e.g. all or 0,8,16-20
+PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+IMAGE_BASE="${1:-$HERE/../data/grid_data}"
+OUTPUT_BASE="${2:-$HERE/../embeds/grid_id}"
+
+for entry in $MODELS; do
+  name="${entry%%=*}"
+  if [ -f "$OUTPUT_BASE/$name.pt" ] && [ -f "$OUTPUT_BASE/${name}_text.pt" ]; then
+    echo "== $name: already extracted in $OUTPUT_BASE, skipped"
+    continue
+  fi
+  echo "== $name: spatial IDs"
+  "$PYTHON" "$HERE/compute_id.py" --model "$entry" --image-dir "$IMAGE_BASE" --output-dir "$OUTPUT_BASE" --with-text \
+    --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS"
+  "$PYTHON" "$HERE/compute_axes.py" --id-file "$OUTPUT_BASE/$name.pt"
+done
+echo "spatial IDs in $OUTPUT_BASE"

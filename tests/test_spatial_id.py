@@ -1,0 +1,215 @@
+"""Spatial-ID extraction on tiny random-weight models of all six families, loaded as users load real ones."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_script
+from dataengine.grid import make_objects, tile_pair
+from spacesgg.errors import UserError
+from spatial_id.extract import QUERY, Extractor
+from spatial_id.ids import axes, extract_pair, read_pair
+from spatial_id.registry import FAMILIES, ModelChoice, resolve_dtype, resolve_model
+from spatial_id.tiny import build_tiny_model
+
+SIZES = [224, 74]
+
+
+@pytest.fixture(scope="session")
+def grid_dir(tmp_path_factory):
+    """Two pairs, 16 cells x 2 sizes each."""
+    root = tmp_path_factory.mktemp("grid")
+    objects = root / "objects"
+    make_objects(["camel", "frog", "dog", "teapot"], objects)
+    for a, b in (("camel", "frog"), ("dog", "teapot")):
+        tile_pair(a, b, objects, root / "grid", sizes=SIZES)
+    return root / "grid"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {family: build_tiny_model(family, root / family) for family in FAMILIES}
+
+
+def _images(folder, n):
+    _, _, entries = read_pair(folder)
+    return [Image.open(p).convert("RGB") for p, _ in entries[:n]]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_hooks_equal_output_hidden_states_batched_and_text_only(family, tiny_models, grid_dir):
+    ex = Extractor(ModelChoice(family, str(tiny_models[family]), family), device="cpu")
+    query = QUERY.format(a="camel", b="frog")
+    text = ex.prompt(query, with_image=True)
+    target = ex.target_position(text, query, "frog")
+    assert len(target.subtokens) > 1 and target.subtokens[-1].endswith("g")     # "frog" splits; the last piece is read
+    images = _images(grid_dir / "camel_frog", 3)
+    layers = ex.resolve_layers(None)
+    assert layers == list(range(ex.model.config.get_text_config().num_hidden_layers + 1))
+    batched = ex.hidden([text] * 3, images, target, layers)
+    for r, image in enumerate(images):
+        single = ex.hidden([text], [image], target, layers)[:, 0]
+        torch.testing.assert_close(batched[:, r], single, atol=1e-4, rtol=0)
+        inputs = ex._inputs([text], [image])
+        with torch.no_grad():
+            reference = ex.model(**inputs, output_hidden_states=True).hidden_states
+        position = inputs["input_ids"].shape[1] - target.tail
+        assert len(reference) == len(layers)
+        for k in layers:
+            torch.testing.assert_close(single[k], reference[k][0, position].float(), atol=1e-4, rtol=0)
+    partial = ex.hidden([text], images[:1], target, [1, 2])              # a subset of layers stops early
+    torch.testing.assert_close(partial, batched[1:3, :1], atol=1e-4, rtol=0)
+    plain = ex.prompt(query, with_image=False)
+    for word in ("left", "right"):
+        t = ex.target_position(plain, query, word)
+        text_layers = ex.resolve_layers(None, with_image=False)
+        got = ex.hidden([plain], None, t, text_layers)[:, 0]
+        inputs = ex._inputs([plain], None)
+        with torch.no_grad():
+            reference = ex.model(**inputs, output_hidden_states=True).hidden_states
+        assert len(reference) == len(text_layers)
+        for k in text_layers:
+            torch.testing.assert_close(got[k], reference[k][0, inputs["input_ids"].shape[1] - t.tail].float(),
+                                       atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_end_to_end_through_the_cli(family, tiny_models, grid_dir, tmp_path):
+    proc = run_script("spatial_id/compute_id.py", "--model", f"{_alias(family)}={tiny_models[family]}", "--image-dir",
+                      grid_dir, "--output-dir", tmp_path, "--batch-size", "8", "--with-text", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    name = _alias(family)
+    data = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+    assert set(data["ids"]) == {"frog", "teapot", "universal"}
+    n_layers = len(data["layers"])
+    assert data["ids"]["frog"].shape[:2] == (n_layers, 32) and data["ids"]["frog"].dtype == torch.float32
+    text = torch.load(tmp_path / f"{name}_text.pt", weights_only=True)
+    assert set(text["embeds"]) == {"left", "right"}
+
+
+def _alias(family):
+    return {"llava": "llava-7b", "qwen2_vl": "qwen2-2b", "qwen2_5_vl": "qwen-3b", "gemma3": "gemma-4b",
+            "internvl": "internvl-1b", "mllama": "llama-11b"}[family]
+
+
+def test_id_files_centring_universal_axes(tiny_models, grid_dir, tmp_path):
+    model = f"llava-7b={tiny_models['llava']}"
+    single, per_pair = tmp_path / "single", tmp_path / "per_pair"
+    assert run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", single,
+                      "--batch-size", "5").returncode == 0
+    proc = run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", per_pair,
+                      "--per-pair", "--batch-size", "16")
+    assert proc.returncode == 0 and "2 pairs done" in proc.stdout
+    assert run_script("spatial_id/average_id.py", "--input-dir", per_pair, "--model", "llava-7b").returncode == 0
+    for f in (single / "llava-7b.pt", per_pair / "llava-7b.pt"):
+        assert run_script("spatial_id/compute_axes.py", "--id-file", f).returncode == 0
+    data = torch.load(single / "llava-7b.pt", weights_only=True)
+    meta = data["meta"]
+    assert meta["model"] == "llava-7b" and meta["pairs"] == ["camel_frog", "dog_teapot"] and meta["dtype"] == "float32"
+    assert meta["query"]["frog"] == "Is frog to the left or right of camel?" and meta["subtokens"]["frog"][-1] == "g"
+    assert data["cells"][:2] == [[0, 0, 224], [1, 0, 224]] and len(data["cells"]) == 32
+    for word in ("frog", "teapot"):
+        assert data["ids"][word].mean(dim=1).abs().max() < 1e-5                       # mean-centred per pair
+    torch.testing.assert_close(data["ids"]["universal"], (data["ids"]["frog"] + data["ids"]["teapot"]) / 2)
+    pair = torch.load(per_pair / "camel_frog" / "llava-7b.pt", weights_only=True)
+    torch.testing.assert_close(pair["ids"]["frog"], data["ids"]["frog"], atol=1e-4, rtol=0)   # batch 16 vs 5: same
+    universal = torch.load(per_pair / "llava-7b.pt", weights_only=True)
+    torch.testing.assert_close(universal["ids"]["universal"], data["ids"]["universal"], atol=1e-4, rtol=0)
+    # the axes, recomputed from their definition with plain loops
+    ids, cells = data["ids"]["universal"], data["cells"]
+    at = {(i, j): k for k, (i, j, s) in enumerate(cells) if s == 224}
+    x = sum(ids[:, at[(x2, j)]] - ids[:, at[(x1, j)]] for j in range(4) for x1 in range(4) for x2 in range(x1 + 1, 4)) / 24
+    y = sum(ids[:, at[(i, y2)]] - ids[:, at[(i, y1)]] for i in range(4) for y1 in range(4) for y2 in range(y1 + 1, 4)) / 24
+    xf = torch.load(single / "llava-7b_x.pt", weights_only=True)
+    yf = torch.load(single / "llava-7b_y.pt", weights_only=True)
+    torch.testing.assert_close(xf["axis"]["universal"], x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(yf["axis"]["universal"], y, atol=1e-6, rtol=0)
+    assert set(xf["axis"]) == {"frog", "teapot", "universal"} and xf["layers"] == data["layers"]
+    ax, ay = axes(ids, cells)
+    torch.testing.assert_close(ax, x, atol=1e-6, rtol=0)
+
+
+def test_fig5_cli_and_notebook(tiny_models, grid_dir, tmp_path):
+    model = f"llava-7b={tiny_models['llava']}"
+    assert run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", tmp_path,
+                      "--with-text").returncode == 0
+    proc = run_script("spatial_id/fig5.py", "--id-file", tmp_path / "llava-7b.pt", "--text-file", tmp_path / "llava-7b_text.pt",
+                      "--layer", "2", "--output", tmp_path / "fig5.png", "--sweep-output", tmp_path / "sweep.png")
+    assert proc.returncode == 0, proc.stderr
+    for png in ("fig5.png", "sweep.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+        assert Image.open(tmp_path / png).size[0] > 400
+    import nbformat
+    from nbclient import NotebookClient
+    notebook = nbformat.read(ROOT / "spatial_id" / "fig5.ipynb", as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT / "spatial_id")}})
+    import os
+    os.environ["FIG5_EMBEDS"] = str(tmp_path)
+    try:
+        client.execute()
+    finally:
+        del os.environ["FIG5_EMBEDS"]
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum(o.output_type == "display_data" and "image/png" in o.get("data", {}) for o in outputs) == 2
+    assert any("explained variance of the x/y plane" in o.get("text", "") for o in outputs)
+
+
+def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path):
+    env_models = f"llava-7b={tiny_models['llava']}"
+
+    def bash(script, *args):
+        return subprocess.run(["bash", str(ROOT / "spatial_id" / script), *map(str, args)], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=600,
+                              env={"MODELS": env_models, "PATH": "/usr/bin:/bin", "PYTHON": shutil.which("python3") or "python3",
+                                   "DEVICE": "cpu", "HOME": str(tmp_path)})
+    proc = bash("small_id_grid.sh", grid_dir, "small")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["llava-7b.pt", "llava-7b_text.pt", "llava-7b_x.pt", "llava-7b_y.pt"]
+    assert "already extracted" in bash("small_id_grid.sh", grid_dir, "small").stdout
+    proc = bash("batch_extraction.sh", grid_dir, "large")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "large" / "camel_frog" / "llava-7b.pt").is_file() and (tmp_path / "large" / "llava-7b_y.pt").is_file()
+    again = bash("batch_extraction.sh", grid_dir, "large")
+    assert again.returncode == 0 and "0 pairs done, 2 skipped" in again.stdout
+
+
+def test_bad_inputs(tiny_models, grid_dir, tmp_path):
+    def one_line(proc, *needles):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("error:") and all(n in line for n in needles), line
+    one_line(run_script("spatial_id/compute_id.py", "--model", "llava-70b", "--image-dir", grid_dir, "--output-dir", tmp_path),
+             "unknown model alias 'llava-70b'", "llava-7b")
+    one_line(run_script("spatial_id/compute_id.py", "--model", "qwen-3b", "--model-path", tmp_path / "nowhere", "--image-dir",
+                        grid_dir, "--output-dir", tmp_path), "nowhere", "config.json missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", empty,
+                        "--output-dir", tmp_path), "no pair folder")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(grid_dir / "camel_frog", mixed / "camel_frog")
+    Image.new("RGB", (896, 896)).save(mixed / "camel_frog" / "camel_frog_0_0_999.png")
+    one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", mixed,
+                        "--output-dir", tmp_path), "not in its manifest", "camel_frog_0_0_999.png")
+    if not torch.cuda.is_available():
+        one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", grid_dir,
+                            "--output-dir", tmp_path, "--device", "cuda"), "--device cuda", "no GPU")
+    with pytest.raises(UserError, match="float16 overflows"):
+        resolve_dtype("qwen2_vl", "float16", "cuda")
+    assert resolve_dtype("gemma3", "auto", "cuda") == "bfloat16" and resolve_dtype("llava", "auto", "cpu") == "float32"
+    ex = Extractor(resolve_model("llava-7b", tiny_models["llava"]), device="cpu")
+    query = QUERY.format(a="camel", b="frog")
+    with pytest.raises(UserError, match="target word 'unicorn' is not in the query"):
+        ex.target_position(ex.prompt(query), query, "unicorn")
+    with pytest.raises(UserError, match="out of range"):
+        ex.resolve_layers([0, 99])
+    vectors, cells, layers, meta = extract_pair(ex, grid_dir / "dog_teapot", layers=[-1], batch_size=32)
+    assert layers == [4] and vectors.shape[:2] == (1, 32) and meta["target"] == "teapot"
+    assert np.isfinite(vectors.numpy()).all()
