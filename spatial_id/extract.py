@@ -23,6 +23,8 @@ from spacesgg.errors import UserError
 from .registry import FAMILIES, resolve_device, resolve_dtype
 
 QUERY = "Is {b} to the left or right of {a}?"
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "cross_attention_mask",
+                 "position_ids")   # processor outputs indexed [batch, token, ...]
 
 
 class _StopForward(Exception):
@@ -121,15 +123,20 @@ class Extractor:
         return TargetPosition(len(ids) - last, ids[last:], self.tokenizer.convert_ids_to_tokens([ids[k] for k in hits]))
 
     def _inputs(self, texts, images):
+        """Processor outputs (on the CPU) for prompts and their images (None: text only)."""
         kwargs = dict(text=texts, return_tensors="pt", padding=True, add_special_tokens=self._add_special(texts[0]))
         if images is not None:
             kwargs["images"] = [[im] for im in images]
-        return self.processor(**kwargs).to(self.device)
+        return self.processor(**kwargs)
 
-    @torch.inference_mode()
     def hidden(self, texts, images, target, layers):
         """float32 Tensor[len(layers), B, D]: the target's hidden state at each requested layer, for each row."""
-        inputs = self._inputs(texts, images)
+        return self.run(self._inputs(texts, images), target, layers, images is not None)
+
+    @torch.inference_mode()
+    def run(self, inputs, target, layers, with_image=True):
+        """The forward with hooks on prepared inputs (see _inputs); the extraction proper."""
+        inputs = inputs.to(self.device)
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         lengths = mask.sum(dim=1)
         rows = torch.arange(ids.shape[0], device=ids.device)
@@ -139,9 +146,15 @@ class Extractor:
             n = int(lengths[r])
             if not torch.equal(ids[r, n - target.tail:n], tail):
                 raise RuntimeError(f"row {r}: the processed prompt does not end as tokenized; cannot place the target")
+        keep = int(positions.max()) + 1         # causal decoder: tokens after the target never reach it
+        for key in SEQUENCE_KEYS:
+            if key in inputs and inputs[key].shape[:2] == ids.shape:
+                inputs[key] = inputs[key][:, :keep]
+        if bool(inputs["attention_mask"].all()):
+            del inputs["attention_mask"]        # no padding: let attention take its causal fast path
         wanted, last = set(layers), max(layers)
         captured, fired = {}, [0]
-        final_index = self.num_hidden_states(images is not None) - 1
+        final_index = self.num_hidden_states(with_image) - 1
 
         def keep(index, hidden_states):
             captured[index] = hidden_states[rows, positions].float()

@@ -84,7 +84,8 @@ def pending_pairs(image_dir, output_dir, name):
 
 
 def extract_pair(extractor, folder, layers=None, batch_size=8):
-    """Raw target vectors of one pair: (float32 Tensor[L, C, D], cells, meta)."""
+    """Raw target vectors of one pair: (float32 Tensor[L, C, D], cells, layer indices, meta)."""
+    folder = Path(folder)
     a, b, entries = read_pair(folder)
     query = QUERY.format(a=a, b=b)
     text = extractor.prompt(query, with_image=True)
@@ -92,12 +93,11 @@ def extract_pair(extractor, folder, layers=None, batch_size=8):
     layer_ids = extractor.resolve_layers(layers, with_image=True)
     chunks = []
     for start in tqdm(range(0, len(entries), batch_size), desc=f"{folder.name}", unit="batch", leave=False):
-        batch = entries[start:start + batch_size]
         images = []
-        for path, _ in batch:
+        for path, _ in entries[start:start + batch_size]:
             with Image.open(path) as im:
                 images.append(im.convert("RGB"))
-        chunks.append(extractor.hidden([text] * len(batch), images, target, layer_ids))
+        chunks.append(extractor.hidden([text] * len(images), images, target, layer_ids))
     vectors = torch.cat(chunks, dim=1)
     meta = {"query": query, "target": b, "subtokens": target.subtokens, "pair": f"{a}_{b}"}
     return vectors, [cell for _, cell in entries], layer_ids, meta

@@ -46,21 +46,21 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _llava(layers, hidden, image_size):
+def _llava(layers, hidden, image_size, patch=None, vocab_size=None):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     tok = _tokenizer(["<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", image_token="<image>")
     template = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}{{ m['content'] }}"
                 "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}"
                 "{{ c['text'] }}{% endif %}{% endfor %}{% endif %} {% endif %}{% endfor %}"
                 "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-    patch = image_size // 4
+    patch = patch or image_size // 4
     proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
                                                              crop_size={"height": image_size, "width": image_size}),
                           tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=template)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=image_size, patch_size=patch)
-    text = LlamaConfig(**_text_dims(len(tok), layers, hidden), pad_token_id=tok.pad_token_id,
+    text = LlamaConfig(**_text_dims(max(len(tok), vocab_size or 0), layers, hidden), pad_token_id=tok.pad_token_id,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
                          vision_feature_select_strategy="default", vision_feature_layer=-2)
@@ -172,12 +172,16 @@ BUILDERS = {"llava": _llava, "qwen2_vl": lambda *a: _qwen("qwen2_vl", *a), "qwen
             "gemma3": _gemma3, "internvl": _internvl, "mllama": _mllama}
 
 
-def build_tiny_model(family, output_dir, layers=4, hidden=64, image_size=32, seed=0):
-    """Build, save (model + processor) and return the folder of a tiny random-weight model of `family`."""
+def build_tiny_model(family, output_dir, layers=4, hidden=64, image_size=32, seed=0, **options):
+    """Build, save (model + processor) and return the folder of a tiny random-weight model of `family`.
+
+    `options` go to the family's builder (LLaVA takes `patch`, the vision patch size, and `vocab_size`, to
+    give the embedding and lm head a real model's vocabulary size beyond the small tokenizer).
+    """
     if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
-    model, processor = BUILDERS[family](layers, hidden, image_size)
+    model, processor = BUILDERS[family](layers, hidden, image_size, **options)
     out = Path(output_dir)
     model.eval().save_pretrained(out)
     processor.save_pretrained(out)
