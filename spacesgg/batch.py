@@ -5,7 +5,7 @@ import time
 
 from tqdm import tqdm
 
-from .errors import RecordError, UserError
+from .errors import RecordError
 
 
 def report(line):
@@ -20,21 +20,14 @@ class Tally:
         self.stage = stage
         self.start = time.perf_counter()
         self.done = self.skipped = self.failed = 0
-        self.warnings = 0
 
     def fail(self, message):
         self.failed += 1
         report(f"error: {message}")
 
-    def warn(self, message):
-        self.warnings += 1
-        report(f"warning: {message}")
-
     def summary(self, extra=""):
         seconds = time.perf_counter() - self.start
         line = f"{self.stage}: {self.done} done, {self.skipped} skipped, {self.failed} failed"
-        if self.warnings:
-            line += f", {self.warnings} warnings"
         if extra:
             line += f", {extra}"
         print(f"{line} in {seconds:.1f}s", flush=True)

@@ -278,7 +278,7 @@ def resolve_prompt_function(name):
 
 
 def check_reply(request, text):
-    """None if the reply is usable for this request, else the reason. Returns (reason, turns)."""
+    """(None, [(question, answer), ...]) if the reply is usable for this request, else (the reason, None)."""
     reason = check_tags(text, request.boxes)
     if reason:
         return reason, None
