@@ -1,7 +1,9 @@
 """Spatial-ID grid data: naming, manifest boxes against pixels, determinism, resume and bad input."""
 
 import json
+import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -108,8 +110,9 @@ def test_bad_inputs(objects_dir, tmp_path):
 
 
 def _bash(script, *args, cwd):
+    env = dict(os.environ, PYTHON=sys.executable)          # the interpreter running the tests, venv or not
     return subprocess.run(["bash", str(ROOT / "dataengine" / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=900)
+                          cwd=cwd, timeout=900, env=env)
 
 
 def test_wrappers_from_another_directory_resume(tmp_path):

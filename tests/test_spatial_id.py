@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -167,7 +168,7 @@ def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path)
     def bash(script, *args):
         return subprocess.run(["bash", str(ROOT / "spatial_id" / script), *map(str, args)], capture_output=True,
                               text=True, cwd=tmp_path, timeout=600,
-                              env={"MODELS": env_models, "PATH": "/usr/bin:/bin", "PYTHON": shutil.which("python3") or "python3",
+                              env={"MODELS": env_models, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
                                    "DEVICE": "cpu", "HOME": str(tmp_path)})
     proc = bash("small_id_grid.sh", grid_dir, "small")
     assert proc.returncode == 0, proc.stderr
