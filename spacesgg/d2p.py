@@ -1,5 +1,12 @@
-"""Stage 1.1: depth maps to point clouds (binary PLY) and camera-frame point maps (.npy)."""
+"""Stage 1.1: depth maps to point clouds (binary PLY) and camera-frame point maps (.npy).
 
+A rerun skips images whose outputs are newer than their inputs, unless the
+settings (scale, intrinsics, max depth, frame, poses) differ from those
+recorded in OUTPUT/.d2p_settings.json by the last run.
+"""
+
+import hashlib
+import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +17,7 @@ from tqdm import tqdm
 from .batch import Tally
 from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
 from .errors import RecordError, UserError
-from .io import read_depth, read_rgb, write_npy
+from .io import read_depth, read_rgb, write_json, write_npy
 from .ply import write_ply
 
 DEFAULT_SCALE_FACTOR = 5000.0
@@ -71,6 +78,10 @@ def _is_fresh(job):
     return out >= max(job.image.stat().st_mtime, job.depth.stat().st_mtime)
 
 
+def _digest(path):
+    return hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def _run(job):
     try:
         return job.stem, convert_one(job), None
@@ -117,7 +128,12 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
     tally = Tally("d2p")
     jobs, out, intr = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates)
-    todo = [j for j in jobs if overwrite or not _is_fresh(j)]
+    settings = {"scale_factor": scale_factor, "fov": None if intr else fov, "max_depth": max_depth,
+                "world_coordinates": world_coordinates, "K": None if intr is None else list(intr.matrix().ravel()),
+                "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
+    settings_file = out / ".d2p_settings.json"
+    same = settings_file.is_file() and json.loads(settings_file.read_text()) == settings
+    todo = [j for j in jobs if overwrite or not same or not _is_fresh(j)]      # other settings: redo everything
     tally.skipped = len(jobs) - len(todo)
     print(f"d2p: {len(jobs)} image/depth pairs, intrinsics from {'K.txt' if intr else f'--fov {fov}'}, "
           f"{'world' if world_coordinates else 'camera'}-frame PLY, {tally.skipped} already done", flush=True)
@@ -138,6 +154,7 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
             bar.update()
         if workers > 1:
             pool.shutdown()
+    write_json(settings_file, settings)
     tally.summary(f"{points} points, outputs in {out}")
     return tally.exit_code
 

@@ -92,8 +92,14 @@ def test_fov_intrinsics_and_max_depth(scenes_copy, tmp_path):
 
 
 def test_rerun_skips_finished_images_and_parallel_equals_serial(scenes_copy, tmp_path, capsys):
+    assert np.load(scenes_copy / "point_clouds" / "scene_000.npy")[150, 100, 2] == pytest.approx(7.0)   # the back wall
     assert convert_dataset(scenes_copy, workers=2) == 0
     assert "0 done, 6 skipped" in capsys.readouterr().out
+    assert convert_dataset(scenes_copy, max_depth=6.5) == 0                  # other settings: everything is redone
+    assert "6 done, 0 skipped" in capsys.readouterr().out
+    assert np.isnan(np.load(scenes_copy / "point_clouds" / "scene_000.npy")[150, 100, 2])   # the wall (7 m) is now cut
+    assert convert_dataset(scenes_copy) == 0
+    assert "6 done, 0 skipped" in capsys.readouterr().out
     out = tmp_path / "serial"
     assert convert_dataset(scenes_copy, output_dir=out, workers=1) == 0
     for stem in ("scene_000", "scene_005"):
@@ -146,7 +152,7 @@ def test_bad_images_are_reported_and_the_rest_converted(scenes_copy, tmp_path):
     _one_error_line(proc, "scene_003", "no depth map")
     _one_error_line(proc, "extra.png", "no image")
     assert "3 done, 0 skipped, 4 failed" in proc.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["scene_000.npy", "scene_000.ply", "scene_004.npy", "scene_004.ply",
+    assert sorted(p.name for p in out.glob("scene_*")) == ["scene_000.npy", "scene_000.ply", "scene_004.npy", "scene_004.ply",
                                                      "scene_005.npy", "scene_005.ply"]
 
 
