@@ -136,7 +136,7 @@ class Extractor:
     @torch.inference_mode()
     def run(self, inputs, target, layers, with_image=True):
         """The forward with hooks on prepared inputs (see _inputs); the extraction proper."""
-        inputs = inputs.to(self.device)
+        inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}   # a copy we may cut
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         lengths = mask.sum(dim=1)
         rows = torch.arange(ids.shape[0], device=ids.device)
