@@ -70,11 +70,12 @@ class Extractor:
         model_class = getattr(transformers, FAMILIES[choice.family].model_class)
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(choice.source)
-            self.model = model_class.from_pretrained(choice.source, dtype=getattr(torch, self.dtype_name))
+            self.model = model_class.from_pretrained(choice.source, dtype=getattr(torch, self.dtype_name),
+                                                     device_map=self.device)   # straight onto the device, no CPU copy
         except OSError as e:
             raise UserError(f"cannot load {choice.name} from {choice.source} ({str(e).splitlines()[0]}); give a local "
                             "snapshot with --model-path DIR, or log in to the hub for gated models") from None
-        self.model.to(self.device).eval()
+        self.model.eval()
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "right"       # real tokens keep the positions of an unbatched forward
         self.decoder = language_model(self.model)
