@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import UserError
-from .prompts import KIND_TO_FUNCTION, PROMPT_FUNCTIONS, _rng
+from .prompts import KIND_TO_FUNCTION, PROMPT_FUNCTIONS, seeded_rng
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_TIMEOUT = 60.0
@@ -55,7 +55,7 @@ class TemplateBackend:
         return f"template backend (offline, seed {self.seed})"
 
     async def ask(self, request):
-        text = PROMPT_FUNCTIONS[KIND_TO_FUNCTION[request.kind]].template(request, _rng(self.seed, request.id + ":answer"))
+        text = PROMPT_FUNCTIONS[KIND_TO_FUNCTION[request.kind]].template(request, seeded_rng(self.seed, request.id + ":answer"))
         return Reply(text)
 
     async def close(self):

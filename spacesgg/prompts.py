@@ -39,7 +39,7 @@ class Request:
         return (PROMPTS_DIR / self.system).read_text(encoding="utf-8")
 
 
-def _rng(seed, request_id):
+def seeded_rng(seed, request_id):
     return random.Random(f"{seed}:{request_id}")
 
 
@@ -99,7 +99,7 @@ def create_layer_prompt(key, record, box_norm="pad", seed=0, **_):
     lines = [f"Layer {k + 1}: " + ", ".join(tags[o][0] for o in level) for k, level in enumerate(levels)]
     user = (f"Caption: {record.get('caption', '')}\nLayers from near to far:\n" + "\n".join(lines))
     rid = f"{stem}_layer"
-    return [Request(rid, key, "layer", "layer_system.txt", user, _rng(seed, rid).choice(LAYER_QUESTIONS),
+    return [Request(rid, key, "layer", "layer_system.txt", user, seeded_rng(seed, rid).choice(LAYER_QUESTIONS),
                     [tags[o][1] for level in levels for o in level],
                     {"levels": [[tags[o][0] for o in level] for level in levels]})]
 
@@ -135,7 +135,7 @@ def create_between_prompt(key, record, box_norm="pad", seed=0, max_qa_pairs=DEFA
         raise RecordError(f"{key}: no pair of objects with an unambiguous relation")
     stem = PurePosixPath(key).stem
     rid = f"{stem}_between"
-    rng = _rng(seed, rid)
+    rng = seeded_rng(seed, rid)
     if len(pairs) > max_qa_pairs:
         pairs = sorted(rng.sample(pairs, max_qa_pairs))
     lines = [f"- {tags[a][0]} is {relation_phrase(rel)} {tags[b][0]}" for a, b, rel in pairs]
@@ -209,7 +209,7 @@ def create_rotation_prompt(key, record, box_norm="pad", seed=0, pairs_per_view=D
     requests = []
     for view in ROTATION_VIEWS:
         pairs = _pairs(views[view]["relations"], tags)
-        rng = _rng(seed, f"{stem}_rotation_{view}")
+        rng = seeded_rng(seed, f"{stem}_rotation_{view}")
         for a, b, rel in sorted(rng.sample(pairs, min(pairs_per_view, len(pairs)))):
             if rng.random() < 0.5:                      # ask about either object of the pair
                 a, b, rel = b, a, [-r for r in rel]
