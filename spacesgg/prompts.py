@@ -40,6 +40,7 @@ class Request:
 
 
 def seeded_rng(seed, request_id):
+    """A random stream fixed by the seed and the request: same seed, same choices, whatever the order of work."""
     return random.Random(f"{seed}:{request_id}")
 
 
