@@ -91,6 +91,7 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
 def write_fig5(id_file, output, text_file=None, word=UNIVERSAL, layer=None, sweep_output=None):
     """Write Figure 5 (and the layer sweep) as PNG; returns the exit code."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     data = load_pt(id_file)
@@ -103,7 +104,8 @@ def write_fig5(id_file, output, text_file=None, word=UNIVERSAL, layer=None, swee
         sweep = explained_by_layer(data, word)
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o")
-        ax.set_xlabel("layer (hidden-state index, 0 = embeddings)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("layer (hidden-state index, 0 = embeddings; no point where the IDs have no x/y plane)")
         ax.set_ylabel("variance in x/y plane")
         ax.set_ylim(0, 1)
         ax.set_title(f"{data['meta'].get('model', '')} {word}: explained variance of the x/y plane per layer", fontsize=10)
