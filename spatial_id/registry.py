@@ -2,7 +2,10 @@
 
 A family says which transformers class loads the model, which dtype it wants
 and whether fp16 is safe. Layer counts are never listed here: they come from
-the loaded config.
+the loaded config. Chat handling is the same for every family: one user turn
+[image, text] rendered by the model's own processor chat template (which
+writes the family's image placeholder and, for Gemma 3, its BOS; the
+extractor then adds no second BOS).
 """
 
 from dataclasses import dataclass
