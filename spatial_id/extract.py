@@ -5,7 +5,9 @@ embeddings entering the decoder, k = the output of the k-th decoder layer
 (1-based), and the last = the output after the final norm (transformers puts
 the normed state there). Forward hooks copy only the target position of the
 requested layers (in float32) and stop the forward after the last of them, so
-no full hidden-state stack and no logits are ever built.
+no full hidden-state stack and no logits are ever built. Tokens after the
+target are cut (a causal decoder never lets them reach it), and when the last
+layer is needed its MLP runs on the target rows only.
 
 The target is the last sub-token of the word inside the user text; its
 position comes from the tokenizer's character offsets in the chat-templated
@@ -182,6 +184,12 @@ class Extractor:
         handles = [self.decoder.layers[0].register_forward_pre_hook(before_first, with_kwargs=True)]
         handles += [layer.register_forward_hook(after_layer) for layer in self.decoder.layers]
         handles.append(self.decoder.norm.register_forward_hook(after_norm))
+        last_mlp = getattr(self.decoder.layers[-1], "mlp", None)
+        if last == final_index and last_mlp is not None:
+            # The last layer's output is read at the target rows only, so its MLP (most of the layer's work) runs
+            # on those rows; the residual add broadcasts the [B, 1, D] result, and the other rows are never read.
+            handles.append(last_mlp.register_forward_pre_hook(
+                lambda module, args: (args[0][rows, positions].unsqueeze(1), *args[1:])))
         try:
             self.model(**inputs, use_cache=False)
         except _StopForward:
