@@ -30,16 +30,10 @@ def _reset_peak():
     Path("/proc/self/clear_refs").write_text("5")      # Linux: reset VmHWM to the current RSS
 
 
-def _peak_mb():
+def _status_mb(field):
+    """A memory line of /proc/self/status (VmHWM: peak, VmRSS: now) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -91,12 +85,12 @@ def run(mode, model_dir, pair_dir, repeats):
         ex.run(warm, target, layers)
     else:
         published_forward(warm)
-    base = _rss_mb()
+    base = _status_mb("VmRSS")
     _reset_peak()
     timings = {"end_to_end": [time.perf_counter()]}
     vectors = end_to_end()                    # the first full pass also gives the peak memory above the model
     timings["end_to_end"] = [time.perf_counter() - timings["end_to_end"][0]]
-    result = {"peak_mb": _peak_mb() - base, "shape": list(vectors.shape)}
+    result = {"peak_mb": _status_mb("VmHWM") - base, "shape": list(vectors.shape)}
     prepare_all()
     for name, fn in (("extractor", extractor_only), ("end_to_end", end_to_end)):
         for _ in range(repeats):              # best of several passes: the machine's noise is one-sided

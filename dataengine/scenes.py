@@ -109,7 +109,10 @@ def render(boxes, intr=None, width=WIDTH, height=HEIGHT):
 
 
 def to_view(points, view):
-    """Rotate points (relative to the scene centre) into a view: x' right, y' down, z' forward."""
+    """Rotate points (relative to the scene centre) into a view: x' right, y' down, z' forward.
+
+    Written from DESIGN.md apart from spacesgg.multiview on purpose: it is the tests' independent oracle.
+    """
     x, y, z = points[..., 0], points[..., 1], points[..., 2]
     return {"front": (x, y, z), "left": (-z, y, x), "right": (z, y, -x), "back": (-x, y, -z)}[view]
 

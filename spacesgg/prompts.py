@@ -10,6 +10,7 @@ which replies are checked.
 import random
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 from .errors import RecordError
@@ -36,7 +37,13 @@ class Request:
     facts: dict = field(default_factory=dict)
 
     def system_text(self):
-        return (PROMPTS_DIR / self.system).read_text(encoding="utf-8")
+        return _prompt_file(self.system)
+
+
+@lru_cache(maxsize=None)
+def _prompt_file(name):
+    """A system prompt, read once per run (every request of a kind shares it)."""
+    return (PROMPTS_DIR / name).read_text(encoding="utf-8")
 
 
 def seeded_rng(seed, request_id):
