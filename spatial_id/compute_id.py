@@ -5,7 +5,8 @@
 IMAGE_DIR is one pair folder or a folder of pair folders (dataengine/). Without
 --per-pair it writes OUTPUT_DIR/{model}.pt with each pair's target word and
 "universal" (their mean); with --per-pair, OUTPUT_DIR/{a}_{b}/{model}.pt per
-pair, skipping pairs already done (then run average_id.py).
+pair (then run average_id.py). Output already made from the same snapshot,
+dtype and layers (and pairs) is skipped; output made otherwise is redone.
 """
 
 import sys
@@ -16,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from spacesgg.cli import make_parser, run_cli  # noqa: E402
 from spacesgg.errors import UserError  # noqa: E402
 from spatial_id.extract import Extractor  # noqa: E402
-from spatial_id.ids import compute_ids, pair_folders, pending_pairs, text_embeddings  # noqa: E402
-from spatial_id.registry import add_model_args, parse_layers, resolve_model  # noqa: E402
+from spatial_id.ids import ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings  # noqa: E402
+from spatial_id.registry import add_model_args, parse_layers, resolve_device, resolve_dtype, resolve_model  # noqa: E402
 
 
 def build_parser():
@@ -35,13 +36,27 @@ def main(args):
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     choice = resolve_model(args.model, args.model_path)
     pairs = pair_folders(args.image_dir)         # fail on a bad folder before loading a model
-    if args.per_pair and not args.with_text and not pending_pairs(args.image_dir, args.output_dir, choice.name):
-        print(f"compute_id {choice.name}: 0 pairs done, {len(pairs)} skipped, 0 failed (all extracted in {args.output_dir})")
+    layers = parse_layers(args.layers)
+    known = ALL_LAYERS if layers is None else sorted(set(layers)) if min(layers) >= 0 else None   # negatives need the model
+    dtype = resolve_dtype(choice.family, args.dtype, resolve_device(args.device))
+    out = Path(args.output_dir)
+
+    def current(name, pair_names):
+        return made_with(out / name, choice.source, dtype, known, pair_names)
+
+    if args.per_pair:
+        ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known)
+    else:
+        ids_done = current(f"{choice.name}.pt", [p.name for p in pairs])
+    text_done = not args.with_text or current(f"{choice.name}_text.pt", [pairs[0].name])
+    if ids_done and text_done:
+        print(f"compute_id {choice.name}: 0 pairs done, {len(pairs)} skipped, 0 failed (already extracted in {out} "
+              "with this snapshot, dtype and layers)")
         return 0
     extractor = Extractor(choice, args.device, args.dtype)
-    code = compute_ids(extractor, args.image_dir, args.output_dir, parse_layers(args.layers), args.batch_size, args.per_pair)
-    if args.with_text:
-        code = code or text_embeddings(extractor, args.image_dir, args.output_dir, layers=parse_layers(args.layers))
+    code = 0 if ids_done else compute_ids(extractor, args.image_dir, out, layers, args.batch_size, args.per_pair)
+    if not text_done:
+        code = code or text_embeddings(extractor, args.image_dir, out, layers=layers)
     return code
 
 

@@ -78,9 +78,32 @@ def read_pair(folder):
     return a, b, entries
 
 
-def pending_pairs(image_dir, output_dir, name):
-    """Pair folders whose per-pair file OUTPUT_DIR/{a}_{b}/{name}.pt does not exist yet."""
-    return [f for f in pair_folders(image_dir) if not (Path(output_dir) / f.name / f"{name}.pt").is_file()]
+ALL_LAYERS = "all"
+
+
+def made_with(path, source, dtype, layers, pairs=None):
+    """Whether the ID file `path` exists and was made from this snapshot and dtype with these layers (and pairs).
+
+    `layers`: the exact hidden-state indices, ALL_LAYERS (every one, when the model's depth is not known
+    yet), or None (not known without the model: never a match). Reads the meta only (the tensors stay mapped).
+    """
+    if not path.is_file():
+        return False
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        meta, made = data["meta"], list(data["layers"])
+    except Exception:  # noqa: BLE001 - an unreadable file is redone, not trusted
+        return False
+    if meta.get("model_path") != source or meta.get("dtype") != dtype or layers is None:
+        return False
+    if pairs is not None and meta.get("pairs") != list(pairs):
+        return False
+    return made == list(range(len(made))) if layers == ALL_LAYERS else made == list(layers)
+
+
+def pending_pairs(image_dir, output_dir, name, source, dtype, layers):
+    """Pair folders whose OUTPUT_DIR/{a}_{b}/{name}.pt is missing or was made with other settings (see made_with)."""
+    return [f for f in pair_folders(image_dir) if not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype, layers)]
 
 
 def extract_pair(extractor, folder, layers=None, batch_size=8):
@@ -120,10 +143,14 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
     name = extractor.choice.name
     start, done, skipped = time.perf_counter(), 0, 0
     ids, words, cells_all, layer_ids, metas = {}, {}, None, None, []
+    wanted = extractor.resolve_layers(layers, with_image=True)
     for folder in tqdm(pairs, desc=f"{name} pairs", unit="pair"):
-        if per_pair and (out / folder.name / f"{name}.pt").is_file():
+        done_file = out / folder.name / f"{name}.pt"
+        if per_pair and made_with(done_file, extractor.choice.source, extractor.dtype_name, wanted):
             skipped += 1
             continue
+        if per_pair and done_file.is_file():
+            tqdm.write(f"{done_file}: made with another snapshot, dtype or layers; extracting it again")
         vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
         word = meta["target"]
         if per_pair:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Spatial IDs on the small grid dataset (2 pairs), for Figure 5: per model {model}.pt (each pair's
-# target word + universal), {model}_x.pt, {model}_y.pt and {model}_text.pt.
+# target word + universal), {model}_x.pt, {model}_y.pt and {model}_text.pt; models already extracted with the
+# same snapshot, dtype and layers are skipped (compute_id.py checks the files' meta).
 #   bash spatial_id/small_id_grid.sh [IMAGE_BASE=data/grid_data] [OUTPUT_BASE=embeds/grid_id]
 #   MODELS="llava-7b=/models/llava-1.5-7b-hf qwen-3b" bash spatial_id/small_id_grid.sh
 set -euo pipefail
@@ -18,10 +19,6 @@ OUTPUT_BASE="${2:-$HERE/../embeds/grid_id}"
 
 for entry in $MODELS; do
   name="${entry%%=*}"
-  if [ -f "$OUTPUT_BASE/$name.pt" ] && [ -f "$OUTPUT_BASE/${name}_text.pt" ]; then
-    echo "== $name: already extracted in $OUTPUT_BASE, skipped"
-    continue
-  fi
   echo "== $name: spatial IDs"
   "$PYTHON" "$HERE/compute_id.py" --model "$entry" --image-dir "$IMAGE_BASE" --output-dir "$OUTPUT_BASE" --with-text \
     --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS"

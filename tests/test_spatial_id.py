@@ -165,11 +165,11 @@ def test_fig5_cli_and_notebook(tiny_models, grid_dir, tmp_path):
 def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path):
     env_models = f"llava-7b={tiny_models['llava']}"
 
-    def bash(script, *args):
+    def bash(script, *args, layers="all"):
         return subprocess.run(["bash", str(ROOT / "spatial_id" / script), *map(str, args)], capture_output=True,
                               text=True, cwd=tmp_path, timeout=600,
                               env={"MODELS": env_models, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable,
-                                   "DEVICE": "cpu", "HOME": str(tmp_path)})
+                                   "DEVICE": "cpu", "HOME": str(tmp_path), "LAYERS": layers})
     proc = bash("small_id_grid.sh", grid_dir, "small")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["llava-7b.pt", "llava-7b_text.pt", "llava-7b_x.pt", "llava-7b_y.pt"]
@@ -179,6 +179,16 @@ def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path)
     assert (tmp_path / "large" / "camel_frog" / "llava-7b.pt").is_file() and (tmp_path / "large" / "llava-7b_y.pt").is_file()
     again = bash("batch_extraction.sh", grid_dir, "large")
     assert again.returncode == 0 and "0 pairs done, 2 skipped" in again.stdout
+    # other layers: the pairs made with the old ones are not trusted, and the universal file follows
+    other = bash("batch_extraction.sh", grid_dir, "large", layers="0,2")
+    assert other.returncode == 0 and "2 pairs done, 0 skipped" in other.stdout, other.stdout + other.stderr
+    assert "made with another snapshot, dtype or layers; extracting it again" in other.stdout
+    for f in (tmp_path / "large" / "camel_frog" / "llava-7b.pt", tmp_path / "large" / "llava-7b.pt"):
+        assert torch.load(f, weights_only=True)["layers"] == [0, 2]
+    assert "0 pairs done, 2 skipped" in bash("batch_extraction.sh", grid_dir, "large", layers="0,2").stdout
+    copy = shutil.copytree(tiny_models["llava"], tmp_path / "llava_copy")   # another snapshot: other settings
+    env_models = f"llava-7b={copy}"
+    assert "2 pairs done, 0 skipped" in bash("batch_extraction.sh", grid_dir, "large", layers="0,2").stdout
 
 
 def test_bad_inputs(tiny_models, grid_dir, tmp_path):
