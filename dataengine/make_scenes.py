@@ -4,15 +4,17 @@
 
 Writes images/, depth_maps/ (16-bit, scale factor 5000), K.txt, poses.txt,
 masks/, annotations.json (stage 1.2 input) and expected.json (true layers and
-relations per view).
+relations per view). A rerun with the same settings leaves a complete dataset
+as it is.
 """
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.scenes import write_dataset  # noqa: E402
+from dataengine.scenes import dataset_is_current, write_dataset  # noqa: E402
 from spacesgg.cli import make_parser, run_cli  # noqa: E402
 from spacesgg.errors import UserError  # noqa: E402
 
@@ -31,8 +33,13 @@ def build_parser():
 def main(args):
     if not 1 <= args.min_objects <= args.max_objects <= 9:
         raise UserError("need 1 <= --min-objects <= --max-objects <= 9")
-    out = write_dataset(args.output_dir, args.scenes, args.seed, args.min_objects, args.max_objects)
-    print(f"make_scenes: {args.scenes} scenes written to {out}")
+    settings = (args.output_dir, args.scenes, args.seed, args.min_objects, args.max_objects)
+    if dataset_is_current(*settings):      # leave the files (and their times) alone, so later stages resume
+        print(f"make_scenes: 0 scenes written, {args.scenes} skipped (already in {args.output_dir} with these settings)")
+        return 0
+    start = time.perf_counter()
+    out = write_dataset(*settings)
+    print(f"make_scenes: {args.scenes} scenes written to {out} in {time.perf_counter() - start:.1f}s")
     return 0
 
 

@@ -9,6 +9,7 @@ the same column or row clearly overlap along that axis. The expected layers and
 relations follow from that construction.
 """
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,6 +146,24 @@ def expected_relations(boxes, view):
     return relations
 
 
+def _settings(n_scenes, seed, min_objects, max_objects):
+    return {"scenes": n_scenes, "seed": seed, "min_objects": min_objects, "max_objects": max_objects}
+
+
+def dataset_is_current(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
+    """Whether `out_dir` holds a complete dataset written with these settings (expected.json is written last)."""
+    out = Path(out_dir)
+    try:
+        expected = json.loads((out / "expected.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if expected.get("settings") != _settings(n_scenes, seed, min_objects, max_objects):
+        return False
+    files = [out / "K.txt", out / "poses.txt", out / "annotations.json"]
+    files += [out / sub / f"{stem}.png" for stem in expected["scenes"] for sub in ("images", "depth_maps")]
+    return all(f.is_file() for f in files)
+
+
 def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
     """Write the DESIGN.md dataset layout, masks, annotations.json and expected.json; returns the paths."""
     out = Path(out_dir)
@@ -183,6 +202,6 @@ def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
     write_json(out / "annotations.json", annotations)
     write_json(out / "expected.json", {
         "note": "levels by construction; relations +-1 where true 3D extents are disjoint along the view axis, 0 where they overlap",
-        "scale_factor": SCALE_FACTOR, "scenes": expected})
+        "scale_factor": SCALE_FACTOR, "settings": _settings(n_scenes, seed, min_objects, max_objects), "scenes": expected})
     return out
 

@@ -163,3 +163,17 @@ def test_make_scenes_is_deterministic(tmp_path):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
     boxes = make_scene(np.random.default_rng(0), 9)
     assert len({b.slot for b in boxes}) == 9
+
+
+def test_make_scenes_rerun_leaves_a_current_dataset_alone(tmp_path):
+    out = tmp_path / "scenes"
+    assert run_script("dataengine/make_scenes.py", "--output-dir", out, "--scenes", "2").returncode == 0
+    image = out / "images" / "scene_001.png"
+    stamp = image.stat().st_mtime_ns
+    again = run_script("dataengine/make_scenes.py", "--output-dir", out, "--scenes", "2")
+    assert again.returncode == 0 and "0 scenes written, 2 skipped" in again.stdout
+    assert image.stat().st_mtime_ns == stamp                # untouched, so d2p's rerun has nothing to redo
+    other = run_script("dataengine/make_scenes.py", "--output-dir", out, "--scenes", "2", "--seed", "5")
+    assert other.returncode == 0 and "2 scenes written" in other.stdout
+    assert image.stat().st_mtime_ns != stamp
+    assert json.loads((out / "expected.json").read_text())["settings"]["seed"] == 5
