@@ -148,7 +148,13 @@ def main(args):
         worker(args)
         return
     from dataengine.grid import make_objects, tile_pair
+    from spacesgg.errors import UserError
+    from spatial_id.registry import resolve_device
     from spatial_id.tiny import build_tiny_model
+    try:
+        args.device = resolve_device(args.device)
+    except UserError as e:
+        raise SystemExit(f"bench/extract.py: {e}") from None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = build_tiny_model("llava", tmp / "llava", layers=8, hidden=256, image_size=224, patch=14,
