@@ -150,7 +150,7 @@ def _settings(n_scenes, seed, min_objects, max_objects):
     return {"scenes": n_scenes, "seed": seed, "min_objects": min_objects, "max_objects": max_objects}
 
 
-def dataset_is_current(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
+def dataset_is_current(out_dir, n_scenes, seed, min_objects, max_objects):
     """Whether `out_dir` holds a complete dataset written with these settings (expected.json is written last)."""
     out = Path(out_dir)
     try:
