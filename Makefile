@@ -1,15 +1,27 @@
-# Two commands: `make demo` (install + the main job on synthetic data) and `make test`.
-PYTHON ?= python3
+# Two commands: `make demo` (set-up + the main job on synthetic data) and `make test`.
+# Everything runs in .venv, made by `make setup` from the python3 on PATH (3.10+; SYSTEM_PYTHON=... picks another).
+SYSTEM_PYTHON ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
 DATA ?= data
 OUT ?= outputs
 
 .PHONY: setup demo test
 
-setup:  ## system library for open3d, then the pinned Python packages
-	@if ! ldconfig -p | grep -q libusb-1.0.so.0; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libusb-1.0-0; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq libusb-1.0-0; fi; fi
-	$(PYTHON) -m pip install -q --root-user-action=ignore -r requirements.txt
+setup: $(VENV)/.installed  ## .venv with the pinned requirements (a second run takes a second)
+
+$(VENV)/.installed: requirements.txt
+	@$(SYSTEM_PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "error: $(SYSTEM_PYTHON) is older than 3.10; run make SYSTEM_PYTHON=/path/to/python3.11 ..."; exit 2; }
+	@need=""; ldconfig -p | grep -q libusb-1.0.so.0 || need="libusb-1.0-0"; \
+	  $(SYSTEM_PYTHON) -c 'import ensurepip, venv' 2>/dev/null || need="$$need python3-venv"; \
+	  if [ -n "$$need" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    echo "installing system packages: $$need"; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$need; fi
+	@[ -x $(PYTHON) ] || $(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
 
 demo: setup  ## synthetic RGB-D scenes -> SpaceSGG training data; grid images -> spatial IDs of a tiny random LLaVA -> Figure 5
 	$(PYTHON) dataengine/make_scenes.py --output-dir $(DATA)/synthetic_scenes

@@ -10,7 +10,7 @@ invalid). Camera frame: OpenCV (x right, y down, z forward), metres.
 import os
 import sys
 
-from spacesgg.cli import make_parser, run_cli
+from batchkit.cli import make_parser, number, positive_float, positive_int, run_cli
 from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, convert_dataset
 
@@ -20,12 +20,12 @@ def build_parser():
                                 "Images and depth maps are paired by file stem; intrinsics come from DATASET/K.txt "
                                 "or, if it is absent, from --fov with the principal point at the image centre.")
     p.add_argument("--dataset-path", required=True, help="folder with images/, depth_maps/ and optionally K.txt, poses.txt")
-    p.add_argument("--scale-factor", type=float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
-    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="horizontal field of view in degrees when K.txt is absent (default %(default)g)")
-    p.add_argument("--max-depth", type=float, default=DEFAULT_MAX_DEPTH, help="depths beyond this many metres are invalid (default %(default)g)")
+    p.add_argument("--scale-factor", type=positive_float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
+    p.add_argument("--fov", type=number(float, 0, 180, low_open=True, high_open=True), default=DEFAULT_FOV_DEG, help="horizontal field of view in degrees when K.txt is absent (default %(default)g)")
+    p.add_argument("--max-depth", type=positive_float, default=DEFAULT_MAX_DEPTH, help="depths beyond this many metres are invalid (default %(default)g)")
     p.add_argument("--world-coordinates", action="store_true", help="transform the PLY by the image's camera-to-world pose from DATASET/poses.txt (the .npy stays in the camera frame)")
     p.add_argument("--output-dir", default=None, help="where to write (default DATASET/point_clouds)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="images converted in parallel processes (default %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="images converted in parallel processes (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs are already newer than their inputs")
     return p
 

@@ -14,7 +14,8 @@ whose depth ranges overlap share a layer.
 
 import sys
 
-from spacesgg.cli import add_layer_args, add_path_rewrite_args, make_parser, run_cli
+from batchkit.cli import make_parser, positive_float, run_cli
+from spacesgg.cli import add_layer_args, add_path_rewrite_args
 from spacesgg.d2p import DEFAULT_SCALE_FACTOR
 from spacesgg.layers import aggregate_layers
 
@@ -25,7 +26,7 @@ def build_parser():
     p.add_argument("--depth-dir", required=True, help="folder of 16-bit depth PNGs (or float .npy in metres) named by each record's \"depth\"")
     p.add_argument("--mask-dir", required=True, help="folder of object mask PNGs (non-zero inside the object)")
     p.add_argument("--output-file", required=True, help="annotation JSON to write (atomically)")
-    p.add_argument("--scale-factor", type=float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
+    p.add_argument("--scale-factor", type=positive_float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
     add_path_rewrite_args(p)
     add_layer_args(p)
     return p

@@ -14,7 +14,8 @@ resumes, and replies that fail validation twice go to OUT.rejects.json.
 import sys
 
 from spacesgg.backends import BACKENDS, DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TEMPERATURE, DEFAULT_TIMEOUT
-from spacesgg.cli import add_path_rewrite_args, make_parser, run_cli
+from batchkit.cli import make_parser, run_cli
+from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
 from spacesgg.prompts import DEFAULT_MAX_QA_PAIRS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES, PROMPT_FUNCTIONS
 from spacesgg.tags import BOX_NORMS

@@ -20,7 +20,8 @@ if behind. Ambiguity rule: an order is stated only when the two objects'
 
 import sys
 
-from spacesgg.cli import add_layer_args, add_order_args, add_path_rewrite_args, make_parser, run_cli
+from batchkit.cli import make_parser, run_cli
+from spacesgg.cli import add_layer_args, add_order_args, add_path_rewrite_args
 from spacesgg.multiview import multiview_layers
 
 

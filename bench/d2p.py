@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataengine.scenes import write_dataset  # noqa: E402
 from spacesgg.camera import load_intrinsics  # noqa: E402
 from spacesgg.d2p import convert_one, plan_jobs  # noqa: E402
-from spacesgg.batch import Tally  # noqa: E402
+from batchkit.batch import Tally  # noqa: E402
 
 
 def reference_convert(image_path, depth_path, ply_path, K, scale_factor):

@@ -148,7 +148,7 @@ def main(args):
         worker(args)
         return
     from dataengine.grid import make_objects, tile_pair
-    from spacesgg.errors import UserError
+    from batchkit.errors import UserError
     from spatial_id.registry import resolve_device
     from spatial_id.tiny import build_tiny_model
     try:

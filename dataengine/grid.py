@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from spacesgg.batch import Tally
-from spacesgg.errors import UserError
-from spacesgg.io import read_json, write_json, write_png
+from batchkit.batch import Tally
+from batchkit.errors import UserError
+from batchkit.files import read_json, write_json
+from spacesgg.io import write_png
 
 from .objects import OBJECT_NAMES, render_object
 

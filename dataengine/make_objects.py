@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.grid import default_objects_dir, make_objects  # noqa: E402
 from dataengine.objects import OBJECT_NAMES, RENDER_SIZE  # noqa: E402
-from spacesgg.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, run_cli  # noqa: E402
 
 
 def build_parser():

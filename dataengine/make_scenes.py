@@ -15,8 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.scenes import dataset_is_current, write_dataset  # noqa: E402
-from spacesgg.cli import make_parser, run_cli  # noqa: E402
-from spacesgg.errors import UserError  # noqa: E402
+from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.errors import UserError  # noqa: E402
 
 
 def build_parser():

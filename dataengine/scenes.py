@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from spacesgg.camera import Intrinsics
-from spacesgg.io import write_bytes, write_json, write_png
+from batchkit.files import write_bytes, write_json
+from spacesgg.io import write_png
 
 WIDTH, HEIGHT = 640, 480
 FX = FY = 525.0

@@ -10,8 +10,9 @@ not objects are copied through unchanged.
 
 from pathlib import Path, PurePosixPath
 
-from .errors import RecordError, UserError
-from .io import read_json, read_mask
+from batchkit.errors import RecordError, UserError
+from batchkit.files import read_json
+from .io import read_mask
 
 
 def load_annotations(path):

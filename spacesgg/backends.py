@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from .errors import UserError
+from batchkit.errors import UserError
 from .prompts import KIND_TO_FUNCTION, PROMPT_FUNCTIONS, seeded_rng
 
 DEFAULT_MODEL = "gpt-4o-mini"

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from batchkit.errors import UserError
 
 DEFAULT_FOV_DEG = 60.0
+POSE_TOLERANCE = 1e-3      # |R R^T - I| and |det R - 1| of a rigid pose
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Intrinsics:
     @classmethod
     def from_fov(cls, width, height, fov_deg=DEFAULT_FOV_DEG):
         """Square pixels, horizontal field of view `fov_deg`, principal point at the image centre."""
+        if not 0 < fov_deg < 180:
+            raise UserError(f"--fov must lie strictly between 0 and 180 degrees, got {fov_deg}")
         fx = (width / 2.0) / math.tan(math.radians(fov_deg) / 2.0)
         return cls(fx=fx, fy=fx, cx=(width - 1) / 2.0, cy=(height - 1) / 2.0)
 
@@ -51,6 +54,8 @@ def load_intrinsics(path):
     if values.size != 9:
         raise UserError(f"{path}: expected 9 numbers (a 3x3 intrinsics matrix), found {values.size}; fix the file or delete it and pass --fov")
     K = values.reshape(3, 3)
+    if not np.isfinite(K).all():
+        raise UserError(f"{path}: holds NaN or infinity; every number of K must be finite")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise UserError(f"{path}: fx and fy (K[0,0], K[1,1]) must be positive, got {K[0, 0]} and {K[1, 1]}")
     return Intrinsics.from_matrix(K)
@@ -67,7 +72,18 @@ def load_poses(path, count):
     n = values.size // 16
     if n < count:
         raise UserError(f"{path}: {n} poses for {count} images; give one pose per image in sorted-stem order")
-    return values.reshape(n, 4, 4)[:count]
+    poses = values.reshape(n, 4, 4)[:count]
+    for k, pose in enumerate(poses):
+        where = f"{path}: pose {k + 1} (numbers {16 * k + 1}-{16 * k + 16})"
+        if not np.isfinite(pose).all():
+            raise UserError(f"{where} holds NaN or infinity")
+        R = pose[:3, :3]
+        if np.abs(R @ R.T - np.eye(3)).max() > POSE_TOLERANCE or abs(np.linalg.det(R) - 1) > POSE_TOLERANCE:
+            raise UserError(f"{where}: the rotation part is not orthonormal with determinant 1 (within {POSE_TOLERANCE:g}); "
+                            "give rigid camera-to-world transforms")
+        if not np.allclose(pose[3], [0, 0, 0, 1], atol=POSE_TOLERANCE):
+            raise UserError(f"{where}: the last row must be 0 0 0 1, got {' '.join(f'{v:g}' for v in pose[3])}")
+    return poses
 
 
 def pixel_rays(width, height, intr):

@@ -1,30 +1,8 @@
-"""Shared command-line plumbing: running a main with one-line errors, and flags several stages share."""
+"""Flags that several SpaceSGG stages share (the runner and parser live in batchkit.cli)."""
 
-import argparse
-import sys
+from batchkit.cli import nonnegative_float
 
-from .errors import UserError
-from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE)
-
-
-def make_parser(doc, description):
-    """An ArgumentParser whose epilog is the exact example command from the script's docstring."""
-    example = next((line.strip() for line in doc.splitlines() if line.strip().startswith(("python ", "bash "))), "")
-    return argparse.ArgumentParser(description=description, epilog=f"example: {example}" if example else None,
-                                   allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def run_cli(main, parser, argv=None):
-    """Parse, run `main(args)`, and turn user errors into one line on stderr (exit 2)."""
-    args = parser.parse_args(argv)
-    try:
-        return int(main(args) or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE
 
 
 def add_path_rewrite_args(p):
@@ -33,16 +11,16 @@ def add_path_rewrite_args(p):
 
 
 def add_layer_args(p):
-    p.add_argument("--layer-gap", type=float, default=DEFAULT_LAYER_GAP,
+    p.add_argument("--layer-gap", type=nonnegative_float, default=DEFAULT_LAYER_GAP,
                    help="an object starts a new layer when its near depth lies more than max(layer-gap, "
                         "layer-gap-rel x layer far depth) beyond the current layer's far depth; metres (default %(default)g)")
-    p.add_argument("--layer-gap-rel", type=float, default=DEFAULT_LAYER_GAP_REL,
+    p.add_argument("--layer-gap-rel", type=nonnegative_float, default=DEFAULT_LAYER_GAP_REL,
                    help="relative part of that gap, a fraction of the layer's far depth (default %(default)g)")
 
 
 def add_order_args(p):
-    p.add_argument("--overlap-tolerance", type=float, default=DEFAULT_OVERLAP_TOLERANCE,
+    p.add_argument("--overlap-tolerance", type=nonnegative_float, default=DEFAULT_OVERLAP_TOLERANCE,
                    help="an order along an axis is stated only if the two 5..95th-percentile extents overlap by less "
                         "than this fraction of the shorter one (default %(default)g); else 0 (ambiguous)")
-    p.add_argument("--min-separation", type=float, default=DEFAULT_MIN_SEPARATION,
+    p.add_argument("--min-separation", type=nonnegative_float, default=DEFAULT_MIN_SEPARATION,
                    help="and only if the medians are at least this many metres apart (default %(default)g)")

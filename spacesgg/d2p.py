@@ -1,23 +1,26 @@
 """Stage 1.1: depth maps to point clouds (binary PLY) and camera-frame point maps (.npy).
 
-A rerun skips images whose outputs are newer than their inputs, unless the
-settings (scale, intrinsics, max depth, frame, poses) differ from those
-recorded in OUTPUT/.d2p_settings.json by the last run.
+Resume: OUTPUT/.d2p_settings.json records the settings (scale, intrinsics,
+max depth, frame, poses) and the time they took effect, and is written before
+any output. An image is skipped only when its outputs are newer than its
+inputs and than that time; a run with other settings records them anew, so
+everything made with the old ones (even by a run killed mid-way) is redone.
 """
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .batch import Tally
+from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
 from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
-from .errors import RecordError, UserError
-from .io import read_depth, read_rgb, write_json, write_npy
+from batchkit.errors import RecordError, UserError
+from batchkit.files import write_json, write_npy
+from batchkit.workers import pool_map
+from .io import read_depth, read_rgb
 from .ply import write_ply
 
 DEFAULT_SCALE_FACTOR = 5000.0
@@ -69,13 +72,13 @@ def convert_one(job):
     return len(valid)
 
 
-def _is_fresh(job):
-    """Outputs exist and are newer than both inputs: a rerun skips this image."""
+def _is_fresh(job, since):
+    """Outputs exist and are newer than both inputs and than the recorded settings: a rerun skips this image."""
     try:
         out = min(job.ply.stat().st_mtime, job.npy.stat().st_mtime)
     except FileNotFoundError:
         return False
-    return out >= max(job.image.stat().st_mtime, job.depth.stat().st_mtime)
+    return out >= max(job.image.stat().st_mtime, job.depth.stat().st_mtime, since)
 
 
 def _digest(path):
@@ -83,10 +86,21 @@ def _digest(path):
 
 
 def _run(job):
+    """(stem, points, error line or None, traceback or None): any exception is this image's error."""
     try:
-        return job.stem, convert_one(job), None
-    except RecordError as e:
-        return job.stem, 0, str(e)
+        return job.stem, convert_one(job), None, None
+    except Exception as e:  # noqa: BLE001 - one bad image costs one image
+        trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, RecordError) else None
+        return job.stem, 0, describe(job.stem, e), trace
+
+
+def check_settings(scale_factor, fov, max_depth):
+    """The numbers that make no sense are refused before any work (the CLI checks them too)."""
+    for flag, value, ok in (("--scale-factor", scale_factor, scale_factor > 0), ("--max-depth", max_depth, max_depth > 0),
+                            ("--fov", fov, 0 < fov < 180)):
+        if not (np.isfinite(value) and ok):
+            raise UserError(f"{flag} {value} makes no sense; give a finite positive number"
+                            + (" below 180 degrees" if flag == "--fov" else ""))
 
 
 def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
@@ -97,8 +111,7 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     for folder in (dataset, images_dir, depth_dir):
         if not folder.is_dir():
             raise UserError(f"{folder}: folder not found; a dataset holds images/ and depth_maps/ (see README, stage 1.1)")
-    if scale_factor <= 0:
-        raise UserError(f"--scale-factor must be positive, got {scale_factor}")
+    check_settings(scale_factor, fov, max_depth)
     images = list_by_stem(images_dir, IMAGE_EXTENSIONS)
     depths = list_by_stem(depth_dir, (".png",))
     if not images:
@@ -123,6 +136,20 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     return jobs, out, intr
 
 
+def _record_settings(settings_file, settings):
+    """Write the settings before any output (unless recorded already); returns the time since they hold.
+
+    That time is the settings file's own modification time, from the same clock as the outputs' times.
+    """
+    try:
+        same = json.loads(settings_file.read_text(encoding="utf-8")) == settings
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        write_json(settings_file, settings)
+    return settings_file.stat().st_mtime
+
+
 def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
                     max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False):
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
@@ -132,29 +159,23 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
                 "world_coordinates": world_coordinates, "K": None if intr is None else list(intr.matrix().ravel()),
                 "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
     settings_file = out / ".d2p_settings.json"
-    same = settings_file.is_file() and json.loads(settings_file.read_text()) == settings
-    todo = [j for j in jobs if overwrite or not same or not _is_fresh(j)]      # other settings: redo everything
+    since = _record_settings(settings_file, settings)
+    todo = [j for j in jobs if overwrite or not _is_fresh(j, since)]
     tally.skipped = len(jobs) - len(todo)
     print(f"d2p: {len(jobs)} image/depth pairs, intrinsics from {'K.txt' if intr else f'--fov {fov}'}, "
           f"{'world' if world_coordinates else 'camera'}-frame PLY, {tally.skipped} already done", flush=True)
     points = 0
-    workers = max(1, min(workers, len(todo)))
+    chunksize = max(1, len(todo) // (max(workers, 1) * 8))
     with tqdm(total=len(todo), desc="d2p", unit="img") as bar:
-        if workers == 1:
-            results = map(_run, todo)
-        else:
-            pool = ProcessPoolExecutor(workers)
-            results = pool.map(_run, todo, chunksize=max(1, len(todo) // (workers * 8)))
-        for stem, n, error in results:
+        for stem, n, error, trace in pool_map(_run, todo, workers, chunksize):
             if error:
+                if trace:
+                    report(trace.rstrip())
                 tally.fail(error)
             else:
                 tally.done += 1
                 points += n
             bar.update()
-        if workers > 1:
-            pool.shutdown()
-    write_json(settings_file, settings)
     tally.summary(f"{points} points, outputs in {out}")
     return tally.exit_code
 

@@ -1,41 +1,14 @@
-"""Atomic writes and checked readers for the images, depth maps and JSON files the stages share."""
+"""Checked readers of images, depth maps and masks, and a fast PNG writer (every output goes through batchkit.files)."""
 
-import json
-import os
 import struct
-import tempfile
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .errors import RecordError, UserError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes(path, data):
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+from batchkit.errors import RecordError
+from batchkit.files import write_bytes
 
 
 PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}     # channels -> PNG colour type (grey, RGB, RGBA)
@@ -68,30 +41,6 @@ def encode_png(array, level=1):
 
 def write_png(path, array, level=1):
     write_bytes(path, encode_png(array, level))
-
-
-def write_json(path, obj, indent=1):
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
-
-
-def write_npy(path, array):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-
-def read_json(path, what="JSON file"):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {what} not found; check the path")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: malformed JSON at line {e.lineno} column {e.colno} ({e.msg}); fix or regenerate the file") from None
 
 
 def read_rgb(path):

@@ -7,10 +7,11 @@ from PIL import Image
 
 from .annotations import (check_box, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items,
                           rewrite_path, unknown_relation_ids)
-from .batch import Tally, map_records
+from batchkit.batch import Tally, map_records
 from .d2p import DEFAULT_SCALE_FACTOR
-from .errors import RecordError
-from .io import read_depth, write_json
+from batchkit.errors import RecordError
+from batchkit.files import write_json
+from .io import read_depth
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .annotations import check_rewrite_flags, load_annotations, rewrite_path
-from .batch import report
+from batchkit.batch import report
 from .backends import BACKENDS, RequestFailed, ServerUnreachable
-from .errors import RecordError, UserError
-from .io import write_json
+from batchkit.errors import RecordError, UserError
+from batchkit.files import write_json
 from .prompts import PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation, resolve_prompt_function
 
 DEFAULT_CONCURRENCY = 8

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .annotations import check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
-from .batch import Tally, map_records
-from .errors import RecordError
-from .io import write_json
+from batchkit.batch import Tally, map_records
+from batchkit.errors import RecordError
+from batchkit.files import write_json
 from .layers import check_image_size
 from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE,
                       extents, group_layers, order)

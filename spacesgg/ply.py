@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .io import atomic_path
+from batchkit.files import atomic_path
 
 VERTEX_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
-from .errors import RecordError
+from batchkit.errors import RecordError
 from .tags import REF_RE, check_tags, normalise_box, pred_tag, ref_tag
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"

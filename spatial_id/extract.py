@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spacesgg.errors import UserError
+from batchkit.errors import UserError
 
 from .registry import FAMILIES, resolve_device, resolve_dtype
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spacesgg.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, run_cli  # noqa: E402
 from spatial_id.figure import write_fig5  # noqa: E402
 from spatial_id.ids import UNIVERSAL  # noqa: E402
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spacesgg.errors import UserError
-from spacesgg.io import atomic_path
+from batchkit.errors import UserError
+from batchkit.files import atomic_path
 
 from .ids import AXIS_SIZE, UNIVERSAL, axes, load_pt
 

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from spacesgg.errors import UserError
-from spacesgg.io import atomic_path
+from batchkit.errors import UserError
+from batchkit.files import atomic_path
 
 from .extract import QUERY
 

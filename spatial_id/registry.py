@@ -11,7 +11,7 @@ extractor then adds no second BOS).
 from dataclasses import dataclass
 from pathlib import Path
 
-from spacesgg.errors import UserError
+from batchkit.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import ROOT
 from dataengine.grid import load_render, make_objects, make_grid_data, tile_pair
 from dataengine.objects import OBJECT_NAMES
-from spacesgg.errors import UserError
+from batchkit.errors import UserError
 
 
 @pytest.fixture(scope="session")

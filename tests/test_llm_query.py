@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_script
-from spacesgg.errors import UserError
+from batchkit.errors import UserError
 from spacesgg.layers import aggregate_layers
 from spacesgg.llm_query import query
 from spacesgg.multiview import multiview_layers

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import ROOT, run_script
 from dataengine.grid import make_objects, tile_pair
-from spacesgg.errors import UserError
+from batchkit.errors import UserError
 from spatial_id.extract import QUERY, Extractor
 from spatial_id.ids import axes, extract_pair, read_pair
 from spatial_id.registry import FAMILIES, ModelChoice, resolve_dtype, resolve_model
