@@ -11,7 +11,7 @@ import traceback
 
 from tqdm import tqdm
 
-from .errors import UserError
+from .errors import Skipped, UserError
 from .files import json_problem
 
 DEBUG = {"on": False}          # set by the CLI runner from --debug
@@ -69,7 +69,7 @@ class Tally:
 def map_records(records, fn, tally, desc):
     """Apply `fn(key, record)` to every record with a progress bar; returns the output dict in input order.
 
-    A record whose handling raises anything fails (reported, counted) and is copied through unchanged, unless it
+    A record that raises Skipped is reported, counted as skipped and copied through. One that raises anything else fails (reported, counted) and is copied through unchanged, unless it
     cannot be written as strict JSON (NaN, infinity, invalid text), in which case it is left out of the output.
     """
     out = {}
@@ -81,6 +81,10 @@ def map_records(records, fn, tally, desc):
                 raise ValueError(f"output record {problem}")
             out[key] = result
             tally.done += 1
+        except Skipped as e:
+            report(f"skipped: {e}")
+            tally.skipped += 1
+            out[key] = record
         except Exception as e:  # noqa: BLE001 - one bad record costs one record
             tally.fail_record(key, e)
             if json_problem({key: record}) is None:

@@ -16,3 +16,7 @@ class RecordError(UserError):
 
 class Terminated(BaseException):
     """SIGTERM arrived: unwind like Ctrl-C (temporary files are removed on the way out)."""
+
+
+class Skipped(Exception):
+    """A record left alone on purpose (e.g. an earlier stage rejected it): reported once, counted as skipped."""

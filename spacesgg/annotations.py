@@ -11,7 +11,7 @@ not objects are copied through unchanged.
 from pathlib import Path, PurePosixPath
 
 from batchkit.errors import RecordError, UserError
-from batchkit.files import read_json
+from batchkit.files import finite, inside, read_json
 from .io import read_mask
 
 
@@ -20,12 +20,20 @@ def load_annotations(path):
     data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected one JSON object keyed by image path, found a {type(data).__name__}")
-    out = {}
-    for key, record in data.items():
-        if not isinstance(record, dict):
-            raise UserError(f"{path}: record {key!r} is a {type(record).__name__}, expected an object")
-        out[key] = normalise_record(record)
-    return out
+    if not data:
+        raise UserError(f"{path}: the annotation file holds no record")
+    return {key: normalise_record(record) for key, record in data.items()}
+
+
+def check_key(key):
+    """An annotation key must be text that can be written back (JSON allows lone surrogates; UTF-8 does not)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{key.encode('utf-8', 'backslashreplace').decode()}: the key is not valid text "
+                          "(a lone surrogate); fix the annotation file") from None
+    if not key.strip():
+        raise RecordError(f"{key!r}: empty annotation key; keys are image paths")
 
 
 def _is_legacy_object(value):
@@ -34,8 +42,8 @@ def _is_legacy_object(value):
 
 
 def normalise_record(record):
-    """Return the record in native form (legacy object lists become an "objects" dict)."""
-    if "objects" in record:
+    """Return the record in native form (legacy object lists become an "objects" dict); a non-object is kept as is."""
+    if not isinstance(record, dict) or "objects" in record:
         return record
     legacy = {k: v for k, v in record.items() if _is_legacy_object(v)}
     if not legacy:
@@ -73,26 +81,56 @@ def image_stem(key):
 
 
 def object_items(key, record):
-    """(id, object) pairs of a native record, checked for a label, a 4-number box and a mask name."""
+    """(id, object) pairs of a native record (each object is checked on its own with check_object)."""
+    check_key(key)
+    if not isinstance(record, dict):
+        raise RecordError(f"{key}: record is a {type(record).__name__}, expected an object with \"objects\"")
     objects = record.get("objects")
     if not isinstance(objects, dict) or not objects:
         raise RecordError(f"{key}: record has no objects (expected an \"objects\" dict or legacy object lists)")
-    for oid, obj in objects.items():
-        if not isinstance(obj, dict) or "mask" not in obj or "box" not in obj:
-            raise RecordError(f"{key}: object {oid!r} needs \"label\", \"box\" and \"mask\"")
     return list(objects.items())
+
+
+def check_label(key, oid, label):
+    """A label is non-empty text without the tag characters < and > (stage 2 writes it inside <ref> tags)."""
+    if not isinstance(label, str) or not label.strip():
+        raise RecordError(f"{key}: object {oid} label {label!r} is not a non-empty text")
+    if "<" in label or ">" in label:
+        raise RecordError(f"{key}: object {oid} label {label!r} holds '<' or '>', which would break the grounding tags")
+    try:
+        label.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{key}: object {oid} label is not valid text (a lone surrogate)") from None
+
+
+def check_object(key, oid, obj):
+    """An object needs a label, a box of 4 finite numbers and a mask file name."""
+    if not isinstance(obj, dict):
+        raise RecordError(f"{key}: object {oid!r} is a {type(obj).__name__}, expected {{\"label\", \"box\", \"mask\"}}")
+    check_label(key, oid, obj.get("label"))
+    box = obj.get("box")
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                      for v in box) or not finite(box):
+        raise RecordError(f"{key}: object {oid} box {box!r} is not 4 finite numbers [x0, y0, x1, y1]")
+    if not isinstance(obj.get("mask"), str):
+        raise RecordError(f"{key}: object {oid} mask {obj.get('mask')!r} is not a file name")
 
 
 def unknown_relation_ids(key, record):
     """One message per relation triple [subject, predicate, object] that names an object id the record lacks."""
     objects = record.get("objects", {})
+    relations = record.get("relations")
+    if relations is None:
+        return []
+    if not isinstance(relations, list):
+        return [f"{key}: \"relations\" is a {type(relations).__name__}, expected a list of [subject, predicate, object]"]
     problems = []
-    for triple in record.get("relations") or []:
+    for triple in relations:
         if not (isinstance(triple, list) and len(triple) == 3):
             problems.append(f"{key}: relation {triple!r} is not [subject id, predicate, object id]")
             continue
         for oid in (triple[0], triple[2]):
-            if oid not in objects:
+            if not isinstance(oid, str) or oid not in objects:
                 problems.append(f"{key}: relation {triple!r} names unknown object id {oid!r}; "
                                 f"known ids: {', '.join(objects) or 'none'}")
     return problems
@@ -110,9 +148,9 @@ def check_box(key, oid, box, width, height):
 
 
 def load_object_mask(key, oid, obj, mask_dir, shape):
-    """The object's boolean mask, checked against the image shape."""
+    """The object's boolean mask (a file name inside mask_dir), checked against the image shape."""
     try:
-        return read_mask(Path(mask_dir) / obj["mask"], shape)
+        return read_mask(inside(mask_dir, obj["mask"], "mask"), shape)
     except RecordError as e:
         raise RecordError(f"{key}: object {oid}: {e}") from None
 

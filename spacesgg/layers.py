@@ -1,16 +1,15 @@
 """Stage 1.2: per-object depth statistics inside the mask and depth layers near to far."""
 
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .annotations import (check_box, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items,
-                          rewrite_path, unknown_relation_ids)
+from .annotations import (check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask,
+                          object_items, rewrite_path, unknown_relation_ids)
 from batchkit.batch import Tally, map_records
 from .d2p import DEFAULT_SCALE_FACTOR
 from batchkit.errors import RecordError
-from batchkit.files import write_json
+from batchkit.files import check_output_file, inside, write_json
 from .io import read_depth
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
@@ -18,8 +17,11 @@ from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_la
 def check_image_size(key, image_path, shape):
     """If the image is found locally, its size must match the depth map."""
     if image_path.is_file():
-        with Image.open(image_path) as im:
-            width, height = im.size
+        try:
+            with Image.open(image_path) as im:
+                width, height = im.size
+        except (OSError, ValueError) as e:
+            raise RecordError(f"{key}: cannot read image {image_path} ({e})") from None
         if (height, width) != shape:
             raise RecordError(f"{key}: image {image_path} is {width}x{height} but its depth map is {shape[1]}x{shape[0]}")
 
@@ -38,10 +40,10 @@ def depth_stats(depth, mask):
 def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_base=None, data_prefix=None,
                  layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
     """The record with "depth" stats on each good object and "levels"; bad objects are reported and left out."""
-    stem = image_stem(key)
-    depth_name = record.get("depth") or f"{stem}.png"
+    items_in = object_items(key, record)
+    depth_name = record.get("depth") or f"{image_stem(key)}.png"
     try:
-        depth = read_depth(Path(depth_dir) / depth_name, scale_factor)
+        depth = read_depth(inside(depth_dir, depth_name, "depth map"), scale_factor)
     except RecordError as e:
         raise RecordError(f"{key}: {e}") from None
     check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape)
@@ -49,9 +51,10 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
     for problem in unknown_relation_ids(key, record):
         tally.fail(problem)
     objects, items = {}, []
-    for oid, obj in object_items(key, record):
-        obj = dict(obj)
+    for oid, obj in items_in:
         try:
+            check_object(key, oid, obj)
+            obj = dict(obj)
             check_box(key, oid, obj["box"], width, height)
             mask = load_object_mask(key, oid, obj, mask_dir, depth.shape)
             stats = depth_stats(depth, mask)
@@ -60,8 +63,8 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
                                   "check that the mask matches the depth map")
             obj["depth"] = stats
             items.append((oid, stats["near"], stats["far"]))
-        except RecordError as e:
-            tally.fail(str(e))
+        except Exception as e:  # noqa: BLE001 - one bad object costs one object
+            tally.fail_record(f"{key}: object {oid}", e)
         objects[oid] = obj
     out = dict(record)
     out["objects"] = objects
@@ -74,6 +77,7 @@ def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=
                      scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
     """Run stage 1.2 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
+    check_output_file(output_file)
     records = load_annotations(input_file)
     tally = Tally("layers_aggregation")
     out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,

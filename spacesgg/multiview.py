@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations import check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
-from batchkit.batch import Tally, map_records
-from batchkit.errors import RecordError
-from batchkit.files import write_json
+from .annotations import (check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask,
+                          object_items, rewrite_path)
+from batchkit.batch import Tally, map_records, report
+from batchkit.errors import RecordError, Skipped
+from batchkit.files import check_output_file, write_json
 from .layers import check_image_size
 from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE,
                       extents, group_layers, order)
@@ -37,9 +38,10 @@ def load_point_map(key, path):
         points = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise RecordError(f"{key}: point map {path} not found; run d2p.py on the dataset first") from None
-    except ValueError as e:
-        raise RecordError(f"{key}: cannot read point map {path} ({e}); rerun d2p.py with --overwrite") from None
-    if points.ndim != 3 or points.shape[2] != 3:
+    except (OSError, ValueError, EOFError) as e:
+        raise RecordError(f"{key}: cannot read point map {path} ({e or 'empty or truncated file'}); "
+                          "rerun d2p.py with --overwrite") from None
+    if points.ndim != 3 or points.shape[2] != 3 or points.dtype.kind != "f":
         raise RecordError(f"{key}: point map {path} has shape {points.shape}, expected H x W x 3 (written by d2p.py)")
     return points
 
@@ -63,22 +65,36 @@ def view_relations(object_points, centre, layer_gap=DEFAULT_LAYER_GAP, layer_gap
     return views
 
 
-def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base=None, data_prefix=None, **rules):
-    """The record with "views" and "order_list" added; bad objects are reported and left out."""
+def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base=None, data_prefix=None,
+                     after_stage12=False, **rules):
+    """The record with "views" and "order_list" added; bad objects, and those stage 1.2 rejected, are left out.
+
+    `after_stage12`: the file is stage 1.2's output, so a record without "levels" and an object without "depth"
+    were rejected there and stay out of the views and relations.
+    """
+    items = object_items(key, record)
+    if after_stage12 and "levels" not in record:
+        raise Skipped(f"{key}: rejected by stage 1.2 (no \"levels\"); left out")
     points = load_point_map(key, Path(point_cloud_dir) / f"{image_stem(key)}.npy")
     shape = points.shape[:2]
     check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape)
     object_points = {}
-    for oid, obj in object_items(key, record):
+    for oid, obj in items:
+        if after_stage12 and not (isinstance(obj, dict) and isinstance(obj.get("depth"), dict)):
+            report(f"skipped: {key}: object {oid}: rejected by stage 1.2 (no \"depth\"); left out of views and relations")
+            tally.left_out += 1
+            continue
         try:
+            check_object(key, oid, obj)
+            check_box(key, oid, obj["box"], shape[1], shape[0])
             mask = load_object_mask(key, oid, obj, mask_dir, shape)
             pts = points[mask]
             pts = pts[~np.isnan(pts[:, 2])].astype(np.float64)
             if len(pts) == 0:
                 raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid point inside mask {obj['mask']}")
             object_points[oid] = pts
-        except RecordError as e:
-            tally.fail(str(e))
+        except Exception as e:  # noqa: BLE001 - one bad object costs one object
+            tally.fail_record(f"{key}: object {oid}", e)
     if not object_points:
         raise RecordError(f"{key}: no object with valid points")
     centre = np.median(np.concatenate(list(object_points.values())), axis=0)
@@ -91,11 +107,14 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
 def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, **rules):
     """Run stage 1.3 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
+    check_output_file(output_file)
     records = load_annotations(input_file)
     tally = Tally("multiview_layers")
+    tally.left_out = 0
+    after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
     out = map_records(records, lambda k, r: multiview_record(k, r, point_cloud_dir, mask_dir, tally, dataset_base,
-                                                             data_prefix, **rules),
+                                                             data_prefix, after_stage12, **rules),
                       tally, "multiview")
     write_json(output_file, out)
-    tally.summary(f"wrote {output_file}")
+    tally.summary(f"{tally.left_out} objects left out as stage 1.2 rejected them, wrote {output_file}")
     return tally.exit_code
