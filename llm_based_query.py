@@ -13,12 +13,15 @@ resumes, and replies that fail validation twice go to OUT.rejects.json.
 
 import sys
 
-from spacesgg.backends import BACKENDS, DEFAULT_BACKOFF, DEFAULT_MAX_RETRIES, DEFAULT_MODEL, DEFAULT_TEMPERATURE, DEFAULT_TIMEOUT
-from batchkit.cli import make_parser, run_cli
+from batchkit.cli import make_parser, nonnegative_float, nonnegative_int, positive_float, positive_int, run_cli
+from spacesgg.backends import BACKENDS, LLMSettings
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
-from spacesgg.prompts import DEFAULT_MAX_QA_PAIRS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES, PROMPT_FUNCTIONS
+from spacesgg.prompt_functions import (DEFAULT_MAX_QA_PAIRS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES,
+                                       PROMPT_FUNCTIONS)
 from spacesgg.tags import BOX_NORMS
+
+LLM = LLMSettings()        # the defaults, defined once in spacesgg.backends
 
 
 def build_parser():
@@ -29,31 +32,33 @@ def build_parser():
     p.add_argument("--output-file", required=True, help="LLaVA JSON list to write (atomically)")
     p.add_argument("--backend", choices=list(BACKENDS), default="template",
                    help="template: offline answers from the geometry (default); openai: any OpenAI-compatible server")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model name on the server (openai backend; default %(default)s)")
+    p.add_argument("--model", default=LLM.model, help="model name on the server (openai backend; default %(default)s)")
     p.add_argument("--base-url", default=None, help="server URL, e.g. http://127.0.0.1:8000/v1 for vLLM (default: OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight at once (default %(default)s)")
-    p.add_argument("--max-retries", type=int, default=DEFAULT_MAX_RETRIES, help="retries of a request on 429, 5xx, timeouts, connection errors and malformed replies (default %(default)s)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request before it counts as timed out (default %(default)g)")
-    p.add_argument("--backoff", type=float, default=DEFAULT_BACKOFF, help="first retry waits up to this many seconds, doubling per retry, with jitter; Retry-After wins if longer (default %(default)g)")
-    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature (openai backend; default %(default)g)")
+    p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, help="requests in flight at once (default %(default)s)")
+    p.add_argument("--max-retries", type=nonnegative_int, default=LLM.max_retries, help="retries of a request on 429, 5xx, timeouts, connection errors and malformed replies (default %(default)s)")
+    p.add_argument("--timeout", type=positive_float, default=LLM.timeout, help="seconds for a whole reply, however slowly it arrives; then it counts as timed out (default %(default)g)")
+    p.add_argument("--backoff", type=nonnegative_float, default=LLM.backoff, help="first retry waits up to this many seconds, doubling per retry, with jitter; Retry-After wins if longer (default %(default)g)")
+    p.add_argument("--max-wait", type=nonnegative_float, default=LLM.max_wait, help="no wait before a retry is longer than this, whatever Retry-After asks (default %(default)g s)")
+    p.add_argument("--max-reply-chars", type=positive_int, default=DEFAULT_MAX_REPLY_CHARS, help="a longer reply is rejected (default %(default)s)")
+    p.add_argument("--temperature", type=nonnegative_float, default=LLM.temperature, help="sampling temperature (openai backend; default %(default)g)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phrasing and pair choices; same seed, same output (default %(default)s)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N requests, for trials")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N requests, for trials")
     p.add_argument("--dry-run", action="store_true", help="write the prompts (system, user, question) instead of asking")
     p.add_argument("--box-norm", choices=BOX_NORMS, default="pad", help="pad: boxes of the image padded to a square, as All-Seeing v2 (default); stretch: x by width, y by height")
-    p.add_argument("--pairs-per-view", type=int, default=None, help=f"rotation: object pairs asked per view (default {DEFAULT_PAIRS_PER_VIEW})")
-    p.add_argument("--max-qa-pairs", type=int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS})")
-    p.add_argument("--image-root", default=None, help="write each record's image path relative to this folder (LLaVA's --image_folder)")
+    p.add_argument("--pairs-per-view", type=positive_int, default=None, help=f"rotation: object pairs asked per view (default {DEFAULT_PAIRS_PER_VIEW})")
+    p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS})")
+    p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found there)")
     add_path_rewrite_args(p)
     return p
 
 
 def main(args):
-    return query(args.anno_file, args.prompt_function, args.output_file, backend=args.backend, limit=args.limit,
-                 dry_run=args.dry_run, concurrency=args.concurrency, dataset_base=args.dataset_base,
+    settings = LLMSettings(model=args.model, base_url=args.base_url, timeout=args.timeout, max_retries=args.max_retries,
+                           backoff=args.backoff, max_wait=args.max_wait, temperature=args.temperature)
+    return query(args.anno_file, args.prompt_function, args.output_file, backend=args.backend, settings=settings,
+                 limit=args.limit, dry_run=args.dry_run, concurrency=args.concurrency, dataset_base=args.dataset_base,
                  data_prefix=args.data_prefix, image_root=args.image_root, box_norm=args.box_norm, seed=args.seed,
-                 pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, model=args.model,
-                 base_url=args.base_url, timeout=args.timeout, max_retries=args.max_retries, backoff=args.backoff,
-                 temperature=args.temperature)
+                 pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, max_reply_chars=args.max_reply_chars)
 
 
 if __name__ == "__main__":

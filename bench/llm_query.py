@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from dataengine.scenes import write_dataset  # noqa: E402
 from spacesgg.d2p import convert_dataset  # noqa: E402
 from spacesgg.layers import aggregate_layers  # noqa: E402
+from spacesgg.backends import LLMSettings
 from spacesgg.llm_query import query  # noqa: E402
 from spacesgg.multiview import multiview_layers  # noqa: E402
 
@@ -57,12 +58,13 @@ def main(args):
             _wait_for(port)
             with redirect_stdout(StringIO()):             # warm-up: the client's lazy imports and first connection
                 query(tmp / "mv.json", "create_rotation_prompt", tmp / "warm.json", backend="openai", limit=1,
-                      base_url=f"http://127.0.0.1:{port}/v1")
+                      settings=LLMSettings(base_url=f"http://127.0.0.1:{port}/v1"))
             for concurrency in (16, 1):
                 start = time.perf_counter()
                 with redirect_stdout(StringIO()):
                     code = query(tmp / "mv.json", "create_rotation_prompt", tmp / f"out{concurrency}.json", backend="openai",
-                                 limit=args.requests, concurrency=concurrency, base_url=f"http://127.0.0.1:{port}/v1")
+                                 limit=args.requests, concurrency=concurrency,
+                                 settings=LLMSettings(base_url=f"http://127.0.0.1:{port}/v1"))
                 times[concurrency] = time.perf_counter() - start
                 assert code == 0, "a request failed"
         finally:

@@ -1,27 +1,44 @@
 """Stage 2 answer backends: `template` (offline, from the geometry) and `openai` (any OpenAI-compatible server).
 
-The OpenAI backend retries 429, 5xx, timeouts, connection errors and malformed
-replies with exponential backoff and full jitter, honouring Retry-After; other
-4xx answers fail the request at once. The API key comes from OPENAI_API_KEY
-only and is never printed, logged or written.
+The OpenAI backend gives every request a total deadline (`timeout`: the whole
+reply, however slowly it drips), retries 429, 5xx, timeouts, connection
+errors and malformed replies with exponential backoff and full jitter from the
+OS's randomness (two runs never retry in lockstep), honours Retry-After
+(seconds or an HTTP date) up to `max_wait`, and fails other 4xx at once. The
+API key comes from OPENAI_API_KEY only; it is never printed, logged or
+written, and anything that looks like it in a reply is redacted.
 """
 
 import asyncio
 import email.utils
+import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
+from datetime import timezone
 
 from batchkit.errors import UserError
-from .prompts import KIND_TO_FUNCTION, PROMPT_FUNCTIONS, seeded_rng
 
-DEFAULT_MODEL = "gpt-4o-mini"
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_BACKOFF = 1.0          # seconds, the first retry's upper bound; doubles per attempt
+from .prompt_functions import PROMPT_FUNCTIONS, seeded_rng
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Everything the openai backend needs to know, defined once."""
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None       # default: OPENAI_BASE_URL, else OpenAI
+    timeout: float = 60.0             # seconds for the whole reply
+    max_retries: int = 5
+    backoff: float = 1.0              # the first retry's upper bound; doubles per attempt
+    max_wait: float = 60.0            # cap on any wait, Retry-After included
+    temperature: float = 0.7
+
+
 MAX_BACKOFF = 60.0
-DEFAULT_TEMPERATURE = 0.7
+REDACTED = "[REDACTED]"
+KEY_LIKE_RE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 
 
 @dataclass
@@ -46,20 +63,54 @@ class TemplateBackend:
     """Writes the answers from the geometry itself, with seeded, varied phrasing."""
 
     name = "template"
-    model = "template"
 
-    def __init__(self, seed=0, **_):
+    def __init__(self, settings=None, seed=0):
         self.seed = seed
+        self.model = "template"
 
     def describe(self):
         return f"template backend (offline, seed {self.seed})"
 
     async def ask(self, request):
-        text = PROMPT_FUNCTIONS[KIND_TO_FUNCTION[request.kind]].template(request, seeded_rng(self.seed, request.id + ":answer"))
-        return Reply(text)
+        return Reply(PROMPT_FUNCTIONS[request.kind].template(request, seeded_rng(self.seed, request.id + ":answer")))
 
     async def close(self):
         pass
+
+
+def redact(text, key):
+    """`text` with the API key, and anything shaped like an OpenAI key, replaced by [REDACTED]."""
+    if key and len(key) >= 4:
+        text = text.replace(key, REDACTED)
+    return KEY_LIKE_RE.sub(REDACTED, text)
+
+
+def retry_after_seconds(headers, now=None):
+    """Seconds the server asks us to wait (Retry-After-Ms, or Retry-After as seconds or an HTTP date in UTC), or None."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            seconds = float(value) / 1000.0
+            return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)       # HTTP dates are GMT
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class OpenAIBackend:
@@ -67,94 +118,86 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, model=DEFAULT_MODEL, base_url=None, timeout=DEFAULT_TIMEOUT, max_retries=DEFAULT_MAX_RETRIES,
-                 backoff=DEFAULT_BACKOFF, temperature=DEFAULT_TEMPERATURE, seed=0, **_):
+    def __init__(self, settings, seed=0):
         import openai
         self.openai = openai
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
+        self.key = os.environ.get("OPENAI_API_KEY")
+        if not self.key:
             raise UserError("OPENAI_API_KEY is not set; export your key (for a local vLLM/Ollama/llama.cpp server "
                             "any value, e.g. OPENAI_API_KEY=EMPTY), or use --backend template")
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        self.model, self.max_retries, self.backoff, self.temperature = model, max_retries, backoff, temperature
-        self.rng = random.Random(seed)
-        self.client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=timeout, max_retries=0)
+        self.settings = settings
+        self.model = settings.model
+        self.base_url = settings.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.rng = random.SystemRandom()              # jitter from the OS, never from --seed
+        self.client = openai.AsyncOpenAI(api_key=self.key, base_url=self.base_url, timeout=settings.timeout, max_retries=0)
 
     def describe(self):
         return f"openai backend, model {self.model} at {self.base_url}"
 
-    def _retry_after(self, error):
+    def delay(self, attempt, error):
+        """Full-jitter backoff, or the server's Retry-After if longer; never more than max_wait."""
+        s = self.settings
+        wait = self.rng.uniform(0, min(MAX_BACKOFF, s.backoff * 2 ** attempt))
         response = getattr(error, "response", None)
-        if response is None:
-            return None
-        value = response.headers.get("retry-after-ms")
-        if value:
-            try:
-                return float(value) / 1000.0
-            except ValueError:
-                pass
-        value = response.headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time()) if when else None
+        asked = retry_after_seconds(response.headers) if response is not None else None
+        if asked is not None:
+            wait = max(wait, asked)
+        return min(wait, s.max_wait)
 
-    def _delay(self, attempt, error):
-        delay = self.rng.uniform(0, min(MAX_BACKOFF, self.backoff * 2 ** attempt))     # full jitter
-        wait = self._retry_after(error)
-        return max(delay, wait) if wait is not None else delay
+    async def _create(self, messages):
+        s = self.settings
+        response = await asyncio.wait_for(            # the whole reply, not each read: a dripping reply ends here
+            self.client.chat.completions.create(model=s.model, messages=messages, temperature=s.temperature),
+            timeout=s.timeout)
+        try:
+            text = response.choices[0].message.content
+            usage = response.usage
+            tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0) if usage else 0
+        except (AttributeError, IndexError, TypeError, KeyError):
+            text = None
+        if not isinstance(text, str):
+            raise MalformedReply("reply without choices[0].message.content")
+        return Reply(redact(text, self.key), tokens)
 
     async def ask(self, request):
-        o = self.openai
+        o, s = self.openai, self.settings
         messages = [{"role": "system", "content": request.system_text()}, {"role": "user", "content": request.user}]
         last = None
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(s.max_retries + 1):
             try:
-                response = await self.client.chat.completions.create(model=self.model, messages=messages,
-                                                                     temperature=self.temperature)
-                try:
-                    text = response.choices[0].message.content
-                    usage = response.usage
-                    tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0) if usage else 0
-                except (AttributeError, IndexError, TypeError, KeyError):
-                    text = None
-                if not isinstance(text, str):
-                    raise MalformedReply("reply without choices[0].message.content")
-                return Reply(text, tokens)
+                return await self._create(messages)
             except (o.RateLimitError, o.InternalServerError, o.APITimeoutError, o.APIConnectionError,
-                    o.APIResponseValidationError, MalformedReply, ValueError) as e:   # ValueError: a body that is not JSON
-                last = e
+                    o.APIResponseValidationError, MalformedReply, asyncio.TimeoutError, ValueError) as e:
+                last = e                                  # ValueError: a body that is not JSON
             except o.APIStatusError as e:
-                raise RequestFailed(f"{request.id}: server answered {e.status_code} ({_short(e)}); "
+                raise RequestFailed(f"{request.id}: server answered {e.status_code} ({_short(e, self.key)}); "
                                     f"{_hint(e.status_code)}") from None
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, last))
+            if attempt < s.max_retries:
+                await asyncio.sleep(self.delay(attempt, last))
         if isinstance(last, o.APIConnectionError) and not isinstance(last, o.APITimeoutError):
-            raise ServerUnreachable(f"cannot reach {self.base_url} ({_short(last)}) after {self.max_retries + 1} "
+            raise ServerUnreachable(f"cannot reach {self.base_url} ({_short(last, self.key)}) after {s.max_retries + 1} "
                                     "attempts; is the server running and --base-url right? Rerun to resume")
-        raise RequestFailed(f"{request.id}: {_describe(last, o)} after {self.max_retries + 1} attempts")
+        raise RequestFailed(f"{request.id}: {_describe(last, o, self.key)} after {s.max_retries + 1} attempts")
 
     async def close(self):
         await self.client.close()
 
 
-def _short(error):
-    return str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+def _short(error, key=None):
+    text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return redact(text, key)
 
 
-def _describe(error, o):
+def _describe(error, o, key=None):
     if isinstance(error, o.RateLimitError):
         return "rate limited (429)"
-    if isinstance(error, o.APITimeoutError):
+    if isinstance(error, (o.APITimeoutError, asyncio.TimeoutError)):
         return "timed out (raise --timeout?)"
     if isinstance(error, o.InternalServerError):
         return f"server error {error.status_code}"
     if isinstance(error, (o.APIResponseValidationError, MalformedReply, ValueError)):
         return "malformed reply"
-    return _short(error)
+    return _short(error, key)
 
 
 def _hint(status):

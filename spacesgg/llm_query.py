@@ -3,6 +3,9 @@
 Files beside OUT.json: OUT.json.cache.jsonl (one line per answered request,
 appended as answers arrive, so a killed run resumes without asking again) and
 OUT.json.rejects.json (replies that failed validation twice, with the reason).
+A cached answer is validated again on every run: one that fails today's checks
+is asked again. A line torn by a kill is skipped, and the next run starts its
+entries on a fresh line.
 """
 
 import asyncio
@@ -16,10 +19,14 @@ from tqdm import tqdm
 
 from .annotations import check_rewrite_flags, load_annotations, rewrite_path
 from batchkit.batch import report
-from .backends import BACKENDS, RequestFailed, ServerUnreachable
+from batchkit.batch import DEBUG, describe, traceback_text
 from batchkit.errors import RecordError, UserError
-from batchkit.files import write_json
-from .prompts import PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation, resolve_prompt_function
+from batchkit.files import check_output_file, dumps, write_json
+
+from .annotations import check_key
+from .backends import BACKENDS, LLMSettings, RequestFailed, ServerUnreachable
+from .prompt_functions import (DEFAULT_MAX_REPLY_CHARS, PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation,
+                               resolve_prompt_function)
 
 DEFAULT_CONCURRENCY = 8
 
@@ -47,9 +54,17 @@ class Cache:
             return
         if self.file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            torn = self.path.is_file() and self.path.stat().st_size and not self._ends_with_newline()
             self.file = open(self.path, "a", encoding="utf-8")
-        self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            if torn:
+                self.file.write("\n")              # a kill tore the last line: ours start on a line of their own
+        self.file.write(dumps(entry) + "\n")
         self.file.flush()                  # in the kernel now: survives a kill of this process
+
+    def _ends_with_newline(self):
+        with open(self.path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
 
     def close(self):
         if self.file:
@@ -58,7 +73,7 @@ class Cache:
 
 
 def request_key(model, request):
-    payload = json.dumps([model, request.system_text(), request.user], ensure_ascii=False)
+    payload = json.dumps([model, request.kind, request.system_text(), request.user, request.question], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -79,15 +94,22 @@ def build_requests(records, prompt_function, stats, **options):
     requests = []
     for key, record in records.items():
         try:
-            requests.extend(fn.build(key, record, **options))
-        except (RecordError, KeyError, TypeError, ValueError) as e:
+            check_key(key)
+            if not isinstance(record, dict):
+                raise RecordError(f"{key}: record is a {type(record).__name__}, expected an object")
+            built = fn.build(key, record, **options)
+            for request in built:
+                dumps([request.user, request.question, request.facts])     # strict JSON: no NaN, valid text
+            requests.extend(built)
+        except Exception as e:  # noqa: BLE001 - one bad record costs one record
             stats.bad_records += 1
-            message = str(e) if isinstance(e, RecordError) else f"{key}: malformed record ({type(e).__name__}: {e})"
-            report(f"error: {message}")
+            if DEBUG["on"] and not isinstance(e, UserError):
+                report(traceback_text(e).rstrip())
+            report(f"error: {describe(key, e)}")
     return requests
 
 
-async def _answer_all(requests, backend, cache, concurrency, stats, on_reject):
+async def _answer_all(requests, backend, cache, concurrency, stats, on_reject, max_chars):
     """Ask every request not yet in the cache, at most `concurrency` at a time; validate, retry once, cache."""
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -97,7 +119,7 @@ async def _answer_all(requests, backend, cache, concurrency, stats, on_reject):
             for _ in range(2):                                    # a reply that fails validation is asked once more
                 reply = await backend.ask(request)
                 stats.tokens += reply.tokens
-                reason, _turns = check_reply(request, reply.text)
+                reason, _turns = check_reply(request, reply.text, max_chars)
                 if reason is None:
                     cache.add({"key": key, "id": request.id, "status": "ok", "reply": reply.text, "tokens": reply.tokens})
                     stats.answered += 1
@@ -127,64 +149,83 @@ async def _answer_all(requests, backend, cache, concurrency, stats, on_reject):
 
 
 def image_path(key, dataset_base, data_prefix, image_root):
-    """The LLaVA "image" field: the (rewritten) image path, relative to --image-root if given."""
-    path = rewrite_path(key, dataset_base, data_prefix)
+    """The LLaVA "image" field: the (rewritten) image path; with --image-root, the path LLaVA joins to that root.
+
+    That is the path relative to the root when the image lies under it, else its file name when the root holds a
+    file of that name (the flat DATASET/images/ layout); else the record cannot be trained on and is an error.
+    """
+    path = Path(rewrite_path(key, dataset_base, data_prefix))
     if image_root:
+        root = Path(image_root)
         try:
-            return Path(path).relative_to(image_root).as_posix()
+            return path.resolve().relative_to(root.resolve()).as_posix()
         except ValueError:
-            raise RecordError(f"{key}: image {path} is not under --image-root {image_root}") from None
+            pass
+        if (root / path.name).is_file():
+            return path.name
+        raise RecordError(f"{key}: image {path} is neither under --image-root {image_root} nor found there by name")
     return str(path) if dataset_base else key
 
 
-def query(anno_file, prompt_function, output_file, backend="template", limit=None, dry_run=False,
-          concurrency=DEFAULT_CONCURRENCY, dataset_base=None, data_prefix=None, image_root=None, box_norm="pad", seed=0,
-          pairs_per_view=None, max_qa_pairs=None, **backend_options):
-    """Run stage 2; returns the exit code (1 if any record or request failed)."""
+def query(anno_file, prompt_function, output_file, backend="template", settings=LLMSettings(), limit=None,
+          dry_run=False, concurrency=DEFAULT_CONCURRENCY, dataset_base=None, data_prefix=None, image_root=None,
+          box_norm="pad", seed=0, pairs_per_view=None, max_qa_pairs=None, max_reply_chars=DEFAULT_MAX_REPLY_CHARS):
+    """Run stage 2; returns the exit code (1 if any record or request failed, or nothing could be written)."""
     name = resolve_prompt_function(prompt_function)
     if name not in PROMPT_FUNCTIONS:
         raise UserError(f"unknown prompt function {prompt_function!r}; choose one of "
                         f"{', '.join(list(PROMPT_FUNCTIONS) + list(PROMPT_ALIASES))}")
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1, got {concurrency}")
+    for flag, value in (("--concurrency", concurrency), ("--limit", 1 if limit is None else limit),
+                        ("--pairs-per-view", pairs_per_view or 1), ("--max-qa-pairs", max_qa_pairs or 1),
+                        ("--max-reply-chars", max_reply_chars)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
     check_rewrite_flags(dataset_base, data_prefix)
+    output_file = check_output_file(output_file)
+    if image_root and not Path(image_root).is_dir():
+        raise UserError(f"--image-root {image_root}: folder not found")
     stats = Stats()
     options = {k: v for k, v in (("pairs_per_view", pairs_per_view), ("max_qa_pairs", max_qa_pairs)) if v is not None}
     records = load_annotations(anno_file)
     requests = build_requests(records, name, stats, box_norm=box_norm, seed=seed, **options)
     if limit is not None:
         requests = requests[:limit]
-    output_file = Path(output_file)
     if dry_run:
         write_json(output_file, [{"id": r.id, "image": r.image, "system": r.system_text(), "user": r.user,
                                   "question": r.question} for r in requests])
         print(f"llm_based_query: dry run, {len(requests)} prompts written to {output_file}")
-        return 1 if stats.bad_records else 0
+        return 1 if stats.bad_records or not requests else 0
 
-    engine = BACKENDS[backend](seed=seed, **backend_options)
+    engine = BACKENDS[backend](settings, seed=seed)
     print(f"llm_based_query: {len(requests)} requests for {name}, {engine.describe()}", flush=True)
     cache = Cache(f"{output_file}.cache.jsonl" if engine.name != "template" else None)
     keyed = [(r, request_key(engine.model, r)) for r in requests]
-    todo = [(r, k) for r, k in keyed if k not in cache.entries]
+    todo = []
+    for request, key in keyed:
+        entry = cache.entries.get(key)
+        if entry is not None and entry.get("status") == "ok" and check_reply(request, entry.get("reply", ""), max_reply_chars)[0]:
+            entry = None                                  # cached, but it fails today's validation: ask again
+        if entry is None:
+            todo.append((request, key))
     stats.cached = len(keyed) - len(todo)
-    rejects = []
     try:
         asyncio.run(_answer_all(todo, engine, cache, concurrency, stats,
-                                lambda request, reason: report(f"rejected: {request.id}: {reason}")))
+                                lambda request, reason: report(f"rejected: {request.id}: {reason}"), max_reply_chars))
     finally:
         cache.close()
 
-    out = []
+    out, rejects = [], []
     for request, key in keyed:
         entry = cache.entries.get(key)
         if entry is None:
             continue                                          # failed this run; a rerun asks again
-        if entry["status"] != "ok":
-            rejects.append({"id": request.id, "image": request.image, "reason": entry["reason"], "reply": entry["reply"]})
+        reason, turns = (entry.get("reason", "rejected"), None) if entry.get("status") != "ok" else \
+            check_reply(request, entry.get("reply", ""), max_reply_chars)
+        if reason:
+            rejects.append({"id": request.id, "image": request.image, "reason": reason, "reply": entry.get("reply")})
             continue
-        _reason, turns = check_reply(request, entry["reply"])
         try:
             image = image_path(request.image, dataset_base, data_prefix, image_root)
         except RecordError as e:
@@ -197,4 +238,7 @@ def query(anno_file, prompt_function, output_file, backend="template", limit=Non
     write_json(f"{output_file}.rejects.json", rejects)
     print(stats.line())
     print(f"wrote {len(out)} records to {output_file}" + (f", {len(rejects)} rejects to {output_file}.rejects.json" if rejects else ""))
-    return 1 if (stats.failed or stats.bad_records) else 0
+    if not out:
+        report(f"error: no record could be written to {output_file} ({len(requests)} requests"
+               f"{', every one rejected or failed' if requests else ''}); see the lines above")
+    return 1 if (stats.failed or stats.bad_records or not out) else 0

@@ -1,7 +1,8 @@
 """All-Seeing v2 grounding tags: <ref>label</ref><box>[[x1, y1, x2, y2]]</box> and <pred>p</pred><box>..</box><box>..</box>.
 
 Boxes are integers 0..999. By default the image is first padded to a square
-(centred, as LLaVA-1.5's expand2square and All-Seeing v2 do), so a box keeps
+(centred, as LLaVA-1.5's expand2square and All-Seeing v2 do, with the
+whole-pixel offset pad = (max(W, H) - W) // 2, likewise for H), so a box keeps
 its aspect ratio: v' = (v + pad) / max(W, H) * 999. `stretch` normalises x by
 W and y by H instead.
 """
@@ -22,7 +23,7 @@ def normalise_box(box, width, height, mode="pad"):
     x0, y0, x1, y1 = (float(v) for v in box)
     if mode == "pad":
         side = max(width, height)
-        ox, oy = (side - width) / 2.0, (side - height) / 2.0
+        ox, oy = (side - width) // 2, (side - height) // 2       # expand2square's paste offset
         xs, ys = ((x0 + ox) / side, (x1 + ox) / side), ((y0 + oy) / side, (y1 + oy) / side)
     elif mode == "stretch":
         xs, ys = (x0 / width, x1 / width), (y0 / height, y1 / height)

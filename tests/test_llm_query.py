@@ -18,7 +18,7 @@ from batchkit.errors import UserError
 from spacesgg.layers import aggregate_layers
 from spacesgg.llm_query import query
 from spacesgg.multiview import multiview_layers
-from spacesgg.prompts import parse_qa
+from spacesgg.prompt_functions.between import parse_qa
 from spacesgg.stub_server import StubServer
 from spacesgg.tags import check_tags, normalise_box
 
@@ -103,11 +103,10 @@ def test_template_records_agree_with_geometry(mv_file, tmp_path):
                     for word, bx, by in re.findall(r"<pred>([^<]+)</pred>(<box>[^<]+</box>)(<box>[^<]+</box>)", a):
                         facts.append((box_ids[bx], box_ids[by], *WORDS[{"left of": "to the left of",
                                                                          "right of": "to the right of"}.get(word, word)]))
-                    m = re.match(rf"({TAG}) is (higher|closer to the camera)\.", a)
+                    m = re.match(rf"({TAG}) is (higher|lower|closer to|farther from)( the camera)? than ({TAG})\.", a)
                     if m:
-                        x = ids[m.group(1)]
-                        y = next(ids[t] for t in re.findall(TAG, q) if ids[t] != x)
-                        facts.append((x, y, 1 if m.group(2) == "higher" else 2, -1))
+                        facts.append((ids[m.group(1)], ids[m.group(4)], 1 if m.group(2) in ("higher", "lower") else 2,
+                                      -1 if m.group(2) in ("higher", "closer to") else 1))
                     assert facts, (rec["id"], q, a)                      # every answer states a checkable relation
                     for x, y, axis, sign in facts:
                         assert rel[f"{x}>{y}"][axis] == sign, (rec["id"], q, a)
