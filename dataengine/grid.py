@@ -10,7 +10,6 @@ image's cells and pixel boxes (x1/y1 exclusive, the pasted render's extent).
 import hashlib
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from itertools import permutations
 from pathlib import Path
 
@@ -18,9 +17,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from batchkit.batch import Tally
+from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
 from batchkit.errors import UserError
-from batchkit.files import read_json, write_json
+from batchkit.files import check_name, contained, read_json, write_json
+from batchkit.workers import pool_map
 from spacesgg.io import write_png
 
 from .objects import OBJECT_NAMES, render_object
@@ -55,6 +55,7 @@ def default_objects_dir():
 def ensure_objects(names, objects_dir, make_missing=True):
     """Check every name has a render; make the offline stand-ins of missing stand-in names."""
     objects_dir = Path(objects_dir)
+    names = [check_name(n, "object name") for n in names]
     missing = [n for n in names if not (objects_dir / f"{n}.png").is_file()]
     unknown = [n for n in missing if n not in OBJECT_NAMES]
     if unknown:
@@ -99,7 +100,19 @@ def load_render(path, key_background=None):
         rgba[..., 3] = np.where((np.abs(rgba[..., :3].astype(int) - key) <= KEY_TOLERANCE).all(-1), 0, 255)
     if not rgba[..., 3].any():
         raise UserError(f"{path}: render is fully transparent")
-    return rgba
+    return letterbox(rgba)
+
+
+def letterbox(rgba):
+    """A render that is not square, centred on a transparent square (resizing it to a size never squashes it)."""
+    h, w = rgba.shape[:2]
+    if h == w:
+        return rgba
+    side = max(h, w)
+    out = np.zeros((side, side, 4), np.uint8)
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    out[y0:y0 + h, x0:x0 + w] = rgba
+    return out
 
 
 def _file_digest(path):
@@ -109,8 +122,14 @@ def _file_digest(path):
 def pair_config(a, b, objects_dir, grid=GRID, cell_size=CELL, sizes=SIZES, seed=SEED, background="black",
                 no_same_row_or_col=False, local_variation=False, key_background=None):
     """The manifest fields that define a pair folder; a folder with other values is never mixed in."""
+    check_name(a, "object name")
+    check_name(b, "object name")
     if grid < 2:
         raise UserError(f"--grid must be at least 2, got {grid}")
+    if cell_size < 1:
+        raise UserError(f"--cell-size must be at least 1 pixel, got {cell_size}")
+    if not sizes:
+        raise UserError("--sizes needs at least one size")
     for s in sizes:
         if not 0 < s <= cell_size:
             raise UserError(f"object size {s} px does not fit a {cell_size} px cell; use sizes up to --cell-size")
@@ -121,6 +140,22 @@ def pair_config(a, b, objects_dir, grid=GRID, cell_size=CELL, sizes=SIZES, seed=
             "background": background if background in BACKGROUNDS else str(Path(background).resolve()),
             "no_same_row_or_col": no_same_row_or_col, "local_variation": local_variation, "key_background": key_background,
             "renders": {n: _file_digest(objects_dir / f"{n}.png") for n in (a, b) if (objects_dir / f"{n}.png").is_file()}}
+
+
+def decodes(path):
+    """The file exists and is a PNG that decodes to the end (a truncated file does not)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: make it again
+        return False
+
+
+def pair_complete(folder, manifest, names):
+    """A pair folder is complete when its manifest (written last) lists every image and each one decodes."""
+    listed = [e.get("file") for e in manifest.get("images", []) if isinstance(e, dict)]
+    return sorted(listed) == sorted(names) and all(decodes(folder / n) for n in names)
 
 
 def image_name(a, b, i, j, size):
@@ -179,18 +214,22 @@ def tile_pair(a, b, objects_dir, output_dir, grid=GRID, cell_size=CELL, sizes=SI
     config = pair_config(a, b, objects_dir, grid, cell_size, sizes, seed, background, no_same_row_or_col,
                          local_variation, key_background)
     renders = {n: load_render(objects_dir / f"{n}.png", key_background) for n in (a, b)}
-    folder = Path(output_dir) / f"{a}_{b}"
+    folder = contained(output_dir, Path(output_dir) / f"{a}_{b}")
     names = [image_name(a, b, i, j, s) for s in sizes for j in range(grid) for i in range(grid)]
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
-        old = read_json(manifest_path, "manifest")
-        old_config = {k: old.get(k) for k in config}
+        try:
+            old = read_json(manifest_path, "manifest")
+            old_config = {k: old.get(k) for k in config}
+        except (UserError, AttributeError):
+            old, old_config = None, config                    # unreadable manifest: the pair is redone
         if old_config != config:
             diff = ", ".join(f"{k}: {old_config[k]!r} -> {config[k]!r}" for k in config if old_config[k] != config[k])
             raise UserError(f"{folder}: holds a grid dataset of another configuration ({diff}); write to another "
                             f"output folder, or delete {folder} to start over")
-        if all((folder / n).is_file() for n in names):
+        if old is not None and pair_complete(folder, old, names):
             return "skipped"
+        manifest_path.unlink()                                # written last again, once every image checks out
     elif folder.is_dir():
         stray = sorted(p.name for p in folder.glob("*.png") if p.name not in set(names))
         if stray:
@@ -230,25 +269,27 @@ def parse_pairs(pairs, objects):
             parts = p.split("_")
             if len(parts) != 2 or not all(parts):
                 raise UserError(f"pair {p!r}: write pairs as reference_target, e.g. camel_frog (object names without '_')")
-            out.append(tuple(parts))
+            out.append(tuple(check_name(n, f"pair {p!r}: object name") for n in parts))
         return out
     if not objects or len(objects) < 2:
         raise UserError("give --pairs a_b ... or at least two --objects")
-    return list(permutations(objects, 2))
+    return list(permutations([check_name(n, "object name") for n in objects], 2))
 
 
 def _tile_job(args):
+    """(a, b, status, error line, traceback under --debug): any exception fails this pair only."""
     a, b, kwargs = args
     try:
-        return a, b, tile_pair(a, b, **kwargs), None
-    except UserError as e:
-        return a, b, "failed", str(e)
+        return a, b, tile_pair(a, b, **kwargs), None, None
+    except Exception as e:  # noqa: BLE001 - one bad pair costs one pair
+        trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, UserError) else None
+        return a, b, "failed", describe(f"pair {a}_{b}", e), trace
 
 
 def make_grid_data(pairs, output_dir, objects_dir=None, workers=1, **config):
     """Tile many pairs in parallel processes (one process per worker, not per image); returns the exit code."""
     objects_dir = Path(objects_dir or default_objects_dir())
-    names = sorted({n for p in pairs for n in p})
+    names = sorted({check_name(n, "object name") for p in pairs for n in p})
     made = ensure_objects(names, objects_dir)
     if made:
         print(f"made offline stand-in renders for {' '.join(made)} in {objects_dir}")
@@ -256,12 +297,9 @@ def make_grid_data(pairs, output_dir, objects_dir=None, workers=1, **config):
     start = time.perf_counter()
     jobs = [(a, b, dict(objects_dir=objects_dir, output_dir=output_dir, **config)) for a, b in pairs]
     with tqdm(total=len(jobs), desc="pairs", unit="pair") as bar:
-        if workers <= 1:
-            results = map(_tile_job, jobs)
-        else:
-            pool = ProcessPoolExecutor(min(workers, len(jobs)))
-            results = (f.result() for f in as_completed([pool.submit(_tile_job, j) for j in jobs]))
-        for a, b, status, error in results:
+        for a, b, status, error, trace in pool_map(_tile_job, jobs, workers):
+            if trace:
+                report(trace.rstrip())
             if error:
                 tally.fail(error)
             elif status == "skipped":
@@ -269,8 +307,6 @@ def make_grid_data(pairs, output_dir, objects_dir=None, workers=1, **config):
             else:
                 tally.done += 1
             bar.update()
-        if workers > 1:
-            pool.shutdown()
     per_pair = len(config.get("sizes", SIZES)) * config.get("grid", GRID) ** 2
     seconds = time.perf_counter() - start
     tally.summary(f"{tally.done * per_pair} images ({tally.done * per_pair / max(seconds, 1e-9):.0f}/s) in {output_dir}")
