@@ -22,7 +22,7 @@ for entry in $MODELS; do
   "$PYTHON" "$HERE/compute_id.py" --model "$entry" --image-dir "$IMAGE_BASE" --output-dir "$OUTPUT_BASE" --per-pair \
     --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS"
   echo "== $name: universal IDs and axes"
-  "$PYTHON" "$HERE/average_id.py" --input-dir "$OUTPUT_BASE" --model "$name"
+  "$PYTHON" "$HERE/average_id.py" --input-dir "$OUTPUT_BASE" --model "$name" --image-dir "$IMAGE_BASE"
   "$PYTHON" "$HERE/compute_axes.py" --id-file "$OUTPUT_BASE/$name.pt"
 done
 echo "universal spatial IDs in $OUTPUT_BASE"

@@ -15,9 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, run_cli  # noqa: E402
-from batchkit.errors import UserError  # noqa: E402
 from spatial_id.extract import Extractor  # noqa: E402
-from spatial_id.ids import ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings  # noqa: E402
+from spatial_id.ids import (ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings,  # noqa: E402
+                            text_queries)
 from spatial_id.registry import add_model_args, parse_layers, resolve_device, resolve_dtype, resolve_model  # noqa: E402
 
 
@@ -32,8 +32,6 @@ def build_parser():
 
 
 def main(args):
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     choice = resolve_model(args.model, args.model_path)
     pairs = pair_folders(args.image_dir)         # fail on a bad folder before loading a model
     layers = parse_layers(args.layers)
@@ -41,16 +39,16 @@ def main(args):
     dtype = resolve_dtype(choice.family, args.dtype, resolve_device(args.device))
     out = Path(args.output_dir)
 
-    def current(name, pair_names):
-        return made_with(out / name, choice.source, dtype, known, pair_names)
+    def current(name, folders, queries=None):
+        return made_with(out / name, choice.source, dtype, known, folders, queries)
 
     if args.per_pair:
         ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known)
     else:
-        ids_done = current(f"{choice.name}.pt", [p.name for p in pairs])
-    text_done = not args.with_text or current(f"{choice.name}_text.pt", [pairs[0].name])
+        ids_done = current(f"{choice.name}.pt", pairs)
+    text_done = not args.with_text or current(f"{choice.name}_text.pt", pairs[:1], text_queries(pairs[0]))
     if ids_done and text_done:
-        print(f"compute_id {choice.name}: 0 pairs done, {len(pairs)} skipped, 0 failed (already extracted in {out} "
+        print(f"compute_id {choice.name}: 0 done, {len(pairs)} skipped, 0 failed (already extracted in {out} "
               "with this snapshot, dtype and layers)")
         return 0
     extractor = Extractor(choice, args.device, args.dtype)

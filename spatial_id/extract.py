@@ -90,6 +90,17 @@ class Extractor:
             skipped = len(self.model.config.text_config.cross_attention_layers)
         return self.num_layers - skipped + 1
 
+    def image_index(self, text_index):
+        """The hidden-state index, in a forward with the image, of the same depth as `text_index` of a text-only one.
+
+        Equal but for Mllama, whose text-only forward skips its cross-attention layers (and so numbers fewer states).
+        """
+        if self.choice.family != "mllama" or text_index == 0:
+            return text_index
+        cross = set(self.model.config.text_config.cross_attention_layers)
+        run = [i for i in range(self.num_layers) if i not in cross]
+        return run[text_index - 1] + 1
+
     def resolve_layers(self, layers, with_image=True):
         """Hidden-state indices from None (all) or a list of ints (negative counts from the end)."""
         n = self.num_hidden_states(with_image)
@@ -127,7 +138,8 @@ class Extractor:
 
     def _inputs(self, texts, images):
         """Processor outputs (on the CPU) for prompts and their images (None: text only)."""
-        kwargs = dict(text=texts, return_tensors="pt", padding=True, add_special_tokens=self._add_special(texts[0]))
+        kwargs = dict(text=texts, return_tensors="pt", padding=True, padding_side="right",   # InternVL's ignores the tokenizer's
+                      add_special_tokens=self._add_special(texts[0]))
         if images is not None:
             kwargs["images"] = [[im] for im in images]
         return self.processor(**kwargs)

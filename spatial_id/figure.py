@@ -13,6 +13,9 @@ from .ids import AXIS_SIZE, UNIVERSAL, axes, load_pt
 
 def plane(x, y):
     """Orthonormal basis (2 x D) of the plane spanned by the x and y axes (Gram-Schmidt, x first)."""
+    if x.norm() <= 1e-12 or y.norm() <= 1e-12:
+        raise UserError("the x or y axis is zero at this layer (e.g. layer 0, before any position reaches the word); "
+                        "no plane to project on")
     e1 = x / x.norm()
     y_perp = y - (y @ e1) * e1
     if y_perp.norm() < 1e-8 * y.norm():
@@ -36,7 +39,10 @@ def projection(data, word=UNIVERSAL, layer=None, size=AXIS_SIZE):
     v = v - v.mean(dim=0)
     basis = plane(x[li], y[li])
     coords = v @ basis.T
-    explained = float((coords ** 2).sum() / (v ** 2).sum())
+    total = float((v ** 2).sum())
+    if total <= 0:
+        raise UserError(f"the IDs of layer {layers[li]} do not vary; nothing to project")
+    explained = float((coords ** 2).sum()) / total
     return coords.numpy(), [data["cells"][k] for k in keep], explained, basis, layers[li]
 
 
@@ -70,8 +76,9 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
     for (i, j), p in pos.items():
         ax.scatter(p[0], p[1], color=_cell_colour(i, j, grid), s=90, edgecolor="k", lw=0.5, zorder=2)
         ax.annotate(f"{i},{j}", p, textcoords="offset points", xytext=(5, 4), fontsize=7)
-    if text is not None and layer in text["layers"]:
-        ti = text["layers"].index(layer)
+    depths = text["meta"].get("image_layers", text["layers"]) if text is not None else []   # Mllama numbers differ
+    if layer in depths:
+        ti = depths.index(layer)
         emb = {w: e[ti].float() for w, e in text["embeds"].items()}
         mean = torch.stack(list(emb.values())).mean(dim=0)   # centred like the IDs: only their difference matters
         points = {w: ((e - mean) @ basis.T).numpy() for w, e in emb.items()}

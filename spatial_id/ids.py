@@ -8,14 +8,15 @@ query/target/subtokens are dicts keyed by the ID word. Every file holds only
 tensors, dicts, lists and strings, and loads with torch.load(weights_only=True).
 """
 
+import hashlib
 import json
-import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from batchkit.batch import Tally
 from batchkit.errors import UserError
 from batchkit.files import atomic_path
 
@@ -81,11 +82,32 @@ def read_pair(folder):
 ALL_LAYERS = "all"
 
 
-def made_with(path, source, dtype, layers, pairs=None):
-    """Whether the ID file `path` exists and was made from this snapshot and dtype with these layers (and pairs).
+def pair_digest(folder):
+    """What a pair folder's images are: the digest of its manifest (configuration, render digests, every image)."""
+    return hashlib.sha1((Path(folder) / "manifest.json").read_bytes()).hexdigest()[:16]
+
+
+def images_of(folders):
+    """{pair name: manifest digest} of pair folders, recorded in an ID file's meta."""
+    return {Path(f).name: pair_digest(f) for f in folders}
+
+
+def queries_of(folders):
+    """{target word: query} of pair folders, as the extraction asks them."""
+    out = {}
+    for f in folders:
+        a, b = Path(f).name.split("_", 1)
+        out[b] = QUERY.format(a=a, b=b)
+    return out
+
+
+def made_with(path, source, dtype, layers, folders, queries=None):
+    """Whether the ID file `path` exists and was made from this snapshot, dtype, query, layers and pair images.
 
     `layers`: the exact hidden-state indices, ALL_LAYERS (every one, when the model's depth is not known
-    yet), or None (not known without the model: never a match). Reads the meta only (the tensors stay mapped).
+    yet), or None (not known without the model: never a match). `folders`: the pair folders it must come
+    from; `queries`: {word: query} it must hold (default: each pair's target word and query).
+    Reads the meta only (the tensors stay mapped).
     """
     if not path.is_file():
         return False
@@ -96,14 +118,17 @@ def made_with(path, source, dtype, layers, pairs=None):
         return False
     if meta.get("model_path") != source or meta.get("dtype") != dtype or layers is None:
         return False
-    if pairs is not None and meta.get("pairs") != list(pairs):
+    if meta.get("pairs") != [Path(f).name for f in folders] or meta.get("images") != images_of(folders):
+        return False
+    if meta.get("query") != (queries_of(folders) if queries is None else queries):
         return False
     return made == list(range(len(made))) if layers == ALL_LAYERS else made == list(layers)
 
 
 def pending_pairs(image_dir, output_dir, name, source, dtype, layers):
     """Pair folders whose OUTPUT_DIR/{a}_{b}/{name}.pt is missing or was made with other settings (see made_with)."""
-    return [f for f in pair_folders(image_dir) if not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype, layers)]
+    return [f for f in pair_folders(image_dir) if not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype,
+                                                                   layers, [f])]
 
 
 def extract_pair(extractor, folder, layers=None, batch_size=8):
@@ -131,31 +156,42 @@ def centre(vectors):
     return vectors - vectors.mean(dim=1, keepdim=True)
 
 
-def file_meta(extractor, pairs, query, target, subtokens):
+def file_meta(extractor, folders, query, target, subtokens):
     return {"model": extractor.choice.name, "model_path": extractor.choice.source, "query": query, "target": target,
-            "subtokens": subtokens, "dtype": extractor.dtype_name, "pairs": pairs}
+            "subtokens": subtokens, "dtype": extractor.dtype_name, "pairs": [Path(f).name for f in folders],
+            "images": images_of(folders)}
 
 
 def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False):
-    """Pair IDs of every pair folder; one file with all words + universal, or one file per pair (resumable)."""
+    """Pair IDs of every pair folder; one file with all words + universal, or one file per pair (resumable).
+
+    Per pair, any failure costs that pair (one error line, exit 1 at the end); in one file, a failed pair
+    stops the run, since the file would silently lack it.
+    """
     pairs = pair_folders(image_dir)
     out = Path(output_dir)
     name = extractor.choice.name
-    start, done, skipped = time.perf_counter(), 0, 0
+    tally = Tally(f"compute_id {name}")
     ids, words, cells_all, layer_ids, metas = {}, {}, None, None, []
     wanted = extractor.resolve_layers(layers, with_image=True)
     for folder in tqdm(pairs, desc=f"{name} pairs", unit="pair"):
         done_file = out / folder.name / f"{name}.pt"
-        if per_pair and made_with(done_file, extractor.choice.source, extractor.dtype_name, wanted):
-            skipped += 1
+        if per_pair and made_with(done_file, extractor.choice.source, extractor.dtype_name, wanted, [folder]):
+            tally.skipped += 1
             continue
         if per_pair and done_file.is_file():
-            tqdm.write(f"{done_file}: made with another snapshot, dtype or layers; extracting it again")
-        vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
+            tqdm.write(f"{done_file}: made with another snapshot, dtype, query, layers or images; extracting it again")
+        try:
+            vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
+        except Exception as e:  # noqa: BLE001 - one bad pair costs one pair
+            if not per_pair:
+                raise
+            tally.fail_record(f"pair {folder.name}", e)
+            continue
         word = meta["target"]
         if per_pair:
-            save_pt(out / folder.name / f"{name}.pt", {
-                "meta": file_meta(extractor, [meta["pair"]], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]}),
+            save_pt(done_file, {
+                "meta": file_meta(extractor, [folder], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]}),
                 "layers": layer_ids, "cells": cells, "ids": {word: centre(vectors)}})
         else:
             if word in ids:
@@ -166,37 +202,52 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
             cells_all = cells
             ids[word], words[word] = centre(vectors), meta["pair"]
             metas.append(meta)
-        done += 1
+        tally.done += 1
     if not per_pair:
         ids[UNIVERSAL] = torch.stack(list(ids.values())).mean(dim=0)
-        meta = file_meta(extractor, [m["pair"] for m in metas], {m["target"]: m["query"] for m in metas},
+        meta = file_meta(extractor, pairs, {m["target"]: m["query"] for m in metas},
                          {m["target"]: m["target"] for m in metas}, {m["target"]: m["subtokens"] for m in metas})
         save_pt(out / f"{name}.pt", {"meta": meta, "layers": layer_ids, "cells": cells_all, "ids": ids})
-    print(f"compute_id {name}: {done} pairs done, {skipped} skipped, 0 failed in {time.perf_counter() - start:.1f}s, "
-          f"output in {out}")
-    return 0
+    tally.summary(f"output in {out}")
+    return tally.exit_code
+
+
+AGREE = ("model_path", "dtype")           # meta fields every averaged pair file must share
 
 
 def average_ids(files, output_file):
-    """Universal IDs: the mean over pair files of their (single) word's IDs; all must share layers and cells."""
+    """Universal IDs: the mean over pair files of their word's IDs, and each word's mean over the files holding it.
+
+    Every file must agree on model path, dtype, layers and cells; the first one that does not is refused.
+    """
     if not files:
         raise UserError("no pair ID files to average; run compute_id.py --per-pair first")
-    total, first, pairs, meta = None, None, [], None
+    first, sums, counts, pairs, images, total = None, {}, {}, [], {}, None
     for f in tqdm(files, desc="average", unit="file"):
         data = load_pt(f)
         if first is None:
-            first, meta = data, dict(data["meta"])
-        elif data["layers"] != first["layers"] or data["cells"] != first["cells"]:
-            raise UserError(f"{f}: layers or cells differ from {files[0]}; extract all pairs with the same settings")
+            first = data
+        else:
+            for field in AGREE:
+                if data["meta"].get(field) != first["meta"].get(field):
+                    raise UserError(f"{f}: {field} {data['meta'].get(field)!r} differs from {files[0]}'s "
+                                    f"{first['meta'].get(field)!r}; average files of one extraction only")
+            for field in ("layers", "cells"):
+                if data[field] != first[field]:
+                    raise UserError(f"{f}: {field} differ from {files[0]}'s; extract all pairs with the same settings")
         for word, tensor in data["ids"].items():
             if word == UNIVERSAL:
                 continue
+            sums[word] = tensor.clone() if word not in sums else sums[word] + tensor
+            counts[word] = counts.get(word, 0) + 1
             total = tensor.clone() if total is None else total + tensor
-            pairs += data["meta"]["pairs"]
-    meta.update(pairs=pairs, query={}, target={}, subtokens={})
-    universal = total / len(pairs)
-    save_pt(output_file, {"meta": meta, "layers": first["layers"], "cells": first["cells"], "ids": {UNIVERSAL: universal}})
-    print(f"average_id: {len(pairs)} pairs averaged into {output_file}")
+        pairs += data["meta"]["pairs"]
+        images.update(data["meta"].get("images", {}))
+    ids = {word: sums[word] / counts[word] for word in sums}
+    ids[UNIVERSAL] = total / sum(counts.values())
+    meta = dict(first["meta"], pairs=pairs, images=images, query={}, target={}, subtokens={})
+    save_pt(output_file, {"meta": meta, "layers": first["layers"], "cells": first["cells"], "ids": ids})
+    print(f"average_id: {len(pairs)} pairs averaged into {output_file} ({len(sums)} words and {UNIVERSAL!r})")
     return 0
 
 
@@ -232,7 +283,16 @@ def compute_axes(id_file, output_dir=None, size=AXIS_SIZE):
     return 0
 
 
-def text_embeddings(extractor, image_dir, output_dir, words=("left", "right"), layers=None):
+TEXT_WORDS = ("left", "right")
+
+
+def text_queries(folder, words=TEXT_WORDS):
+    """{word: query} of the text-only file: the words read in the query of `folder`'s pair."""
+    query = next(iter(queries_of([folder]).values()))
+    return {w: query for w in words}
+
+
+def text_embeddings(extractor, image_dir, output_dir, words=TEXT_WORDS, layers=None):
     """Text-only hidden states of `words` in the query of the first pair (name order): {model}_text.pt."""
     first = pair_folders(image_dir)[0]
     a, b, _ = read_pair(first)
@@ -244,7 +304,8 @@ def text_embeddings(extractor, image_dir, output_dir, words=("left", "right"), l
         target = extractor.target_position(text, query, word)
         embeds[word] = extractor.hidden([text], None, target, layer_ids)[:, 0]
         subtokens[word] = target.subtokens
-    meta = file_meta(extractor, [f"{a}_{b}"], {w: query for w in words}, {w: w for w in words}, subtokens)
+    meta = file_meta(extractor, [first], {w: query for w in words}, {w: w for w in words}, subtokens)
+    meta["image_layers"] = [extractor.image_index(k) for k in layer_ids]   # the same depth in an image forward
     out = Path(output_dir) / f"{extractor.choice.name}_text.pt"
     save_pt(out, {"meta": meta, "layers": layer_ids, "embeds": embeds})
     print(f"text_embed {extractor.choice.name}: {', '.join(words)} from {query!r} written to {out}")

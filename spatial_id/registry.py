@@ -11,7 +11,9 @@ extractor then adds no second BOS).
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchkit.cli import positive_int
 from batchkit.errors import UserError
+from batchkit.files import read_json
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ def resolve_model(model, model_path=None):
         if not (path / "config.json").is_file():
             raise UserError(f"{path}: no model directory (config.json missing); download the snapshot "
                             f"(e.g. huggingface-cli download {hub_id} --local-dir {path}) or fix the path")
+        config = read_json(path / "config.json", "model config")
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if MODEL_TYPE_TO_FAMILY.get(model_type) != family:
+            raise UserError(f"{path}: a {model_type!r} model, but {model} is a {family} model; give it under an alias "
+                            f"of its family ({', '.join(a for a, (_, f) in MODELS.items() if f == MODEL_TYPE_TO_FAMILY.get(model_type)) or 'none known'})")
         return ModelChoice(model, str(path.resolve()), family)
     return ModelChoice(model, hub_id, family)
 
@@ -124,4 +131,4 @@ def add_model_args(p, with_batch=True):
                    help="auto = the family's dtype (bfloat16) on a GPU, float32 on the CPU; float16 is refused for Qwen2-VL/2.5-VL and Gemma 3")
     p.add_argument("--layers", default="all", help="hidden-state indices to keep: all (default), or e.g. 0,8,16-20 (0 = embeddings)")
     if with_batch:
-        p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default %(default)s)")
+        p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default %(default)s)")
