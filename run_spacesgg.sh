@@ -3,46 +3,72 @@
 #   bash run_spacesgg.sh DATASET [OUTPUT_DIR]
 # DATASET holds images/, depth_maps/, masks/, annotations.json and K.txt (see README).
 # With BACKEND=openai set OPENAI_API_KEY (and OPENAI_BASE_URL or BASE_URL for vLLM/Ollama).
+# A step that exits 1 (some records failed) lets the next steps run; one that exits 2 or more (a fatal input)
+# stops the pipeline. The exit code is the worst of the steps, and a summary of the steps comes last.
 set -euo pipefail
 
 SCALE_FACTOR=${SCALE_FACTOR:-5000}        # depth PNG value per metre
 WORKERS=${WORKERS:-2}                      # d2p processes
 DATASET_BASE=${DATASET_BASE:-}             # annotation key prefix to replace (optional)
+IMAGE_ROOT=${IMAGE_ROOT:-}                 # LLaVA's --image_folder; records' "image" is relative to it (default DATASET/images)
 BACKEND=${BACKEND:-template}               # stage 2 answers: template (offline) or openai
 MODEL=${MODEL:-gpt-4o-mini}                # LLM name on the server (openai backend)
 BASE_URL=${BASE_URL:-}                     # OpenAI-compatible server URL (default: OPENAI_BASE_URL, else OpenAI)
 CONCURRENCY=${CONCURRENCY:-8}              # LLM requests in flight
 SEED=${SEED:-0}                            # phrasing and sampling seed
-PYTHON=${PYTHON:-python3}                  # interpreter with requirements.txt installed
+PYTHON=${PYTHON:-}                         # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -z "$PYTHON" ]; then
+  if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
+fi
 DATASET="$(cd "${1:?usage: bash run_spacesgg.sh DATASET [OUTPUT_DIR]}" && pwd)"
 OUT="${2:-$DATASET/spacesgg}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
+IMAGE_ROOT="${IMAGE_ROOT:-$DATASET/images}"
 REWRITE=()
 if [ -n "$DATASET_BASE" ]; then REWRITE=(--dataset-base "$DATASET_BASE" --data-prefix "$DATASET/images"); fi
 
-echo "== 1/6 d2p: depth maps -> point clouds"
-"$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS"
+WORST=0
+SUMMARY=()
+step() {  # step NAME COMMAND...: run one step; exit 1 goes on, 2 or more stops here
+  local name="$1" code=0
+  shift
+  echo "== $name"
+  "$@" || code=$?
+  SUMMARY+=("$name: exit $code")
+  if [ "$code" -gt "$WORST" ]; then WORST=$code; fi
+  if [ "$code" -ge 2 ]; then
+    echo "stopped at $name (exit $code): fix the input it names, then rerun (finished steps resume)" >&2
+    finish
+  fi
+}
+finish() {
+  echo "== summary"
+  printf '  %s\n' "${SUMMARY[@]}"
+  exit "$WORST"
+}
 
-echo "== 2/6 layers_aggregation: depth layers"
-"$PYTHON" "$HERE/layers_aggregation.py" --input-file "$DATASET/annotations.json" --depth-dir "$DATASET/depth_maps" \
+step "1/6 d2p: depth maps -> point clouds" \
+  "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS"
+step "2/6 layers_aggregation: depth layers" \
+  "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$DATASET/annotations.json" --depth-dir "$DATASET/depth_maps" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" ${REWRITE[@]+"${REWRITE[@]}"}
-
-echo "== 3/6 multiview_layers: relations from four views"
-"$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" --point-cloud-dir "$DATASET/point_clouds" \
+step "3/6 multiview_layers: relations from four views" \
+  "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" --point-cloud-dir "$DATASET/point_clouds" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" ${REWRITE[@]+"${REWRITE[@]}"}
 
-LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED")
+LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED" --image-root "$IMAGE_ROOT")
 if [ -n "$BASE_URL" ]; then LLM+=(--base-url "$BASE_URL"); fi
-step=4
+n=4
 for kind in layer between rotation; do
-  echo "== $step/6 llm_based_query: create_${kind}_prompt"
-  "$PYTHON" "$HERE/llm_based_query.py" --anno-file "$OUT/multiview.json" --prompt-function "create_${kind}_prompt" \
+  step "$n/6 llm_based_query: create_${kind}_prompt" \
+    "$PYTHON" "$HERE/llm_based_query.py" --anno-file "$OUT/multiview.json" --prompt-function "create_${kind}_prompt" \
     --output-file "$OUT/${kind}.json" "${LLM[@]}" ${REWRITE[@]+"${REWRITE[@]}"}
-  step=$((step + 1))
+  n=$((n + 1))
 done
 
 echo "SpaceSGG outputs: point clouds in $DATASET/point_clouds, layers in $OUT/layers.json, relations in $OUT/multiview.json,"
-echo "training data (LLaVA format) in $OUT/layer.json $OUT/between.json $OUT/rotation.json"
+echo "training data (LLaVA format, images relative to $IMAGE_ROOT) in $OUT/layer.json $OUT/between.json $OUT/rotation.json"
+finish

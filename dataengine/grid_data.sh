@@ -10,9 +10,12 @@ SIZES="224 174 124 74"             # object sizes in pixels
 SEED=0                             # placement seed: same seed, same bytes
 BACKGROUND=black                   # black (as published), white, or a folder of images
 WORKERS=${WORKERS:-2}              # pairs in parallel
-PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -z "$PYTHON" ]; then
+  if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
 OUTPUT_DIR="${1:-$HERE/../data/grid_data}"
 
 # shellcheck disable=SC2086

@@ -6,7 +6,7 @@ from PIL import Image
 
 from .annotations import (check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask,
                           object_items, rewrite_path, unknown_relation_ids)
-from batchkit.batch import Tally, map_records
+from batchkit.batch import Tally, map_records, report
 from .d2p import DEFAULT_SCALE_FACTOR
 from batchkit.errors import RecordError
 from batchkit.files import check_output_file, inside, write_json
@@ -14,16 +14,26 @@ from .io import read_depth
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
 
-def check_image_size(key, image_path, shape):
-    """If the image is found locally, its size must match the depth map."""
-    if image_path.is_file():
-        try:
-            with Image.open(image_path) as im:
-                width, height = im.size
-        except (OSError, ValueError) as e:
-            raise RecordError(f"{key}: cannot read image {image_path} ({e})") from None
-        if (height, width) != shape:
-            raise RecordError(f"{key}: image {image_path} is {width}x{height} but its depth map is {shape[1]}x{shape[0]}")
+def check_image_size(key, image_path, shape, tally=None):
+    """If the image is found locally, its size must match the depth map; else it is counted on tally.unchecked."""
+    if not image_path.is_file():
+        if tally is not None:
+            tally.unchecked = getattr(tally, "unchecked", 0) + 1
+        return
+    try:
+        with Image.open(image_path) as im:
+            width, height = im.size
+    except (OSError, ValueError) as e:
+        raise RecordError(f"{key}: cannot read image {image_path} ({e})") from None
+    if (height, width) != shape:
+        raise RecordError(f"{key}: image {image_path} is {width}x{height} but its depth map is {shape[1]}x{shape[0]}")
+
+
+def warn_unchecked(tally):
+    """One warning for all the images that were not found at their annotation paths."""
+    if getattr(tally, "unchecked", 0):
+        report(f"warning: {tally.unchecked} images were not found at their annotation paths, so their sizes were not "
+               "checked against the depth maps; pass --dataset-base OLD --data-prefix NEW to find them")
 
 
 def depth_stats(depth, mask):
@@ -46,7 +56,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
         depth = read_depth(inside(depth_dir, depth_name, "depth map"), scale_factor)
     except RecordError as e:
         raise RecordError(f"{key}: {e}") from None
-    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape)
+    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape, tally)
     height, width = depth.shape
     for problem in unknown_relation_ids(key, record):
         tally.fail(problem)
@@ -84,6 +94,7 @@ def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=
                                                          data_prefix, layer_gap, layer_gap_rel),
                       tally, "layers")
     write_json(output_file, out)
-    layers = [len(r.get("levels", [])) for r in out.values()]
+    warn_unchecked(tally)
+    layers = [len(r.get("levels", [])) for r in out.values() if isinstance(r, dict)]
     tally.summary(f"{np.mean(layers) if layers else 0:.1f} layers per image, wrote {output_file}")
     return tally.exit_code

@@ -20,7 +20,7 @@ from .annotations import (check_box, check_object, check_rewrite_flags, image_st
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError, Skipped
 from batchkit.files import check_output_file, write_json
-from .layers import check_image_size
+from .layers import check_image_size, warn_unchecked
 from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE,
                       extents, group_layers, order)
 
@@ -77,7 +77,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
         raise Skipped(f"{key}: rejected by stage 1.2 (no \"levels\"); left out")
     points = load_point_map(key, Path(point_cloud_dir) / f"{image_stem(key)}.npy")
     shape = points.shape[:2]
-    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape)
+    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape, tally)
     object_points = {}
     for oid, obj in items:
         if after_stage12 and not (isinstance(obj, dict) and isinstance(obj.get("depth"), dict)):
@@ -116,5 +116,6 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
                                                              data_prefix, after_stage12, **rules),
                       tally, "multiview")
     write_json(output_file, out)
+    warn_unchecked(tally)
     tally.summary(f"{tally.left_out} objects left out as stage 1.2 rejected them, wrote {output_file}")
     return tally.exit_code

@@ -11,9 +11,12 @@ DEVICE=${DEVICE:-auto}             # auto: cuda if available, else cpu
 DTYPE=${DTYPE:-auto}               # auto: bfloat16 on a GPU, float32 on the CPU
 BATCH_SIZE=${BATCH_SIZE:-8}        # images per forward pass
 LAYERS=${LAYERS:-all}              # hidden-state indices, e.g. all or 0,8,16-20
-PYTHON=${PYTHON:-python3}          # interpreter with requirements.txt installed
+PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+if [ -z "$PYTHON" ]; then
+  if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
+fi
 IMAGE_BASE="${1:-$HERE/../data/grid_data}"
 OUTPUT_BASE="${2:-$HERE/../embeds/grid_id}"
 
