@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from batchkit.cli import number, positive_int
 from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
 from batchkit.errors import UserError
 from batchkit.files import check_name, contained, read_json, write_json
@@ -38,9 +39,9 @@ VARIATION_DEGREES = 15.0        # ... and rotation within +-this many degrees
 def add_tiling_args(p):
     """The flags that define a grid dataset's configuration (shared by the tiling CLIs)."""
     p.add_argument("--objects-dir", default=None, help="folder of RGBA renders {name}.png (default: data/objects in the repository)")
-    p.add_argument("--grid", type=int, default=GRID, help="cells per side (default %(default)s)")
-    p.add_argument("--cell-size", type=int, default=CELL, help="cell size in pixels (default %(default)s)")
-    p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="object sizes in pixels, at most the cell size (default %(default)s)")
+    p.add_argument("--grid", type=number(int, 2), default=GRID, help="cells per side (default %(default)s)")
+    p.add_argument("--cell-size", type=positive_int, default=CELL, help="cell size in pixels (default %(default)s)")
+    p.add_argument("--sizes", type=positive_int, nargs="+", default=list(SIZES), help="object sizes in pixels, at most the cell size (default %(default)s)")
     p.add_argument("--seed", type=int, default=SEED, help="seed of the reference placement (and variation); same seed, same bytes (default %(default)s)")
     p.add_argument("--background", default="black", help="black (as the published data), white, or a folder of background images")
     p.add_argument("--no-same-row-or-col", action="store_true", help="put the reference in a different row and column from the target")

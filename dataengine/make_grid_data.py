@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.grid import add_tiling_args, make_grid_data, parse_pairs  # noqa: E402
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
 
 
 def build_parser():
@@ -19,7 +19,7 @@ def build_parser():
     p.add_argument("--output-dir", required=True, help="dataset folder; each pair goes to OUTPUT_DIR/{a}_{b}/")
     p.add_argument("--pairs", nargs="+", default=None, help="ordered pairs reference_target, e.g. camel_frog")
     p.add_argument("--objects", nargs="+", default=None, help="instead of --pairs: every ordered pair of these objects")
-    p.add_argument("--workers", type=int, default=2, help="pairs rendered in parallel processes (default %(default)s)")
+    p.add_argument("--workers", type=positive_int, default=2, help="pairs rendered in parallel processes (default %(default)s)")
     add_tiling_args(p)
     return p
 

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.grid import default_objects_dir, make_objects  # noqa: E402
 from dataengine.objects import OBJECT_NAMES, RENDER_SIZE  # noqa: E402
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
 
 
 def build_parser():
@@ -20,7 +20,7 @@ def build_parser():
                              "with a transparent background, one per object name.")
     p.add_argument("--output-dir", default=str(default_objects_dir()), help="folder to write {name}.png into (default %(default)s)")
     p.add_argument("--names", nargs="+", choices=OBJECT_NAMES, default=list(OBJECT_NAMES), help="objects to render (default: all ten)")
-    p.add_argument("--size", type=int, default=RENDER_SIZE, help="render side in pixels (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=RENDER_SIZE, help="render side in pixels (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace existing renders")
     return p
 

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataengine.scenes import dataset_is_current, write_dataset  # noqa: E402
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
 from batchkit.errors import UserError  # noqa: E402
 
 
@@ -25,8 +25,8 @@ def build_parser():
     p.add_argument("--output-dir", required=True, help="dataset folder to write")
     p.add_argument("--scenes", type=int, default=6, help="number of scenes (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same scenes (default %(default)s)")
-    p.add_argument("--min-objects", type=int, default=3, help="fewest objects per scene (default %(default)s)")
-    p.add_argument("--max-objects", type=int, default=6, help="most objects per scene, at most 9 (default %(default)s)")
+    p.add_argument("--min-objects", type=positive_int, default=3, help="fewest objects per scene (default %(default)s)")
+    p.add_argument("--max-objects", type=positive_int, default=6, help="most objects per scene, at most 9 (default %(default)s)")
     return p
 
 

@@ -4,11 +4,25 @@
 
 It answers /v1/chat/completions from the prompt itself (echoing the tags and
 the measured relations it was given), after `latency` seconds, and can be
-told to inject faults: a queue of "429", "500", "timeout", "malformed",
-"badbox", "badtag" consumed one per request. It binds 127.0.0.1 only.
+told to inject faults, a queue consumed one per request:
+  429        rate limited, Retry-After: `retry_after` seconds
+  429long    rate limited, Retry-After: 3600
+  429date    rate limited, Retry-After: an HTTP date one hour ahead
+  500        server error
+  timeout    no answer for `hang` seconds
+  drip       a valid answer, one byte every `drip` seconds (ends when the client hangs up)
+  malformed  a 200 whose body is cut short
+  badbox     a reply citing a box the prompt did not give
+  badtag     a reply with a broken tag
+  huge       a reply of 30000 characters
+  leak       a reply that quotes the API key of the request
+  reverse    a reply that states every direction reversed
+  chatml     a reply that holds a role marker (USER:)
+It binds 127.0.0.1 only.
 """
 
 import argparse
+import email.utils
 import hashlib
 import json
 import re
@@ -18,7 +32,10 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TAG_RE = re.compile(r"<ref>[^<>]+</ref><box>\[\[[\d, ]+\]\]</box>")
-FAULTS = ("429", "500", "timeout", "malformed", "badbox", "badtag")
+FAULTS = ("429", "429long", "429date", "500", "timeout", "drip", "malformed", "badbox", "badtag", "huge", "leak",
+          "reverse", "chatml")
+REVERSE = {"left": "right", "right": "left", "above": "below", "below": "above", "in front of": "behind",
+           "behind": "in front of"}
 
 
 def reply_for(user):
@@ -39,8 +56,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class StubServer:
-    def __init__(self, latency=0.0, api_key=None, retry_after=1, hang=30.0, port=0):
-        self.latency, self.api_key, self.retry_after, self.hang = latency, api_key, retry_after, hang
+    def __init__(self, latency=0.0, api_key=None, retry_after=1, hang=30.0, port=0, drip=0.1):
+        self.latency, self.api_key, self.retry_after, self.hang, self.drip = latency, api_key, retry_after, hang, drip
         self.faults = deque()
         self.log = []                      # one dict per request: prompt hash, outcome
         self.lock = threading.Lock()
@@ -85,7 +102,7 @@ class StubServer:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status, body, headers=()):
+            def _send(self, status, body, headers=(), drip=None):
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -94,7 +111,13 @@ class StubServer:
                     self.send_header(k, v)
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if drip is None:
+                        self.wfile.write(data)
+                        return
+                    for k in range(len(data)):          # bounded: one byte per `drip` seconds, then done
+                        self.wfile.write(data[k:k + 1])
+                        self.wfile.flush()
+                        time.sleep(drip)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
@@ -113,8 +136,10 @@ class StubServer:
                 try:
                     time.sleep(server.latency)
                     outcome = fault or "ok"
-                    if fault == "429":
-                        self._send(429, {"error": {"message": "rate limited"}}, [("Retry-After", str(server.retry_after))])
+                    if fault in ("429", "429long", "429date"):
+                        wait = {"429": str(server.retry_after), "429long": "3600",
+                                "429date": email.utils.formatdate(time.time() + 3600, usegmt=True)}[fault]
+                        self._send(429, {"error": {"message": "rate limited"}}, [("Retry-After", wait)])
                     elif fault == "500":
                         self._send(500, {"error": {"message": "internal error"}})
                     elif fault == "timeout":
@@ -128,12 +153,21 @@ class StubServer:
                             text += " Also <ref>ghost</ref><box>[[1, 2, 3, 4]]</box>."
                         elif fault == "badtag":
                             text = text.replace("</ref>", "", 1)
+                        elif fault == "huge":
+                            text += " " + "very " * 6000
+                        elif fault == "leak":
+                            text += " (" + self.headers.get("Authorization", "").removeprefix("Bearer ") + ")"
+                        elif fault == "reverse":
+                            text = re.sub("|".join(REVERSE), lambda m: REVERSE[m.group(0)], text)
+                        elif fault == "chatml":
+                            text += "\nUSER: and now?"
                         self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
                                          "model": body.get("model", "stub"),
                                          "choices": [{"index": 0, "finish_reason": "stop",
                                                       "message": {"role": "assistant", "content": text}}],
                                          "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
-                                                   "total_tokens": len(user.split()) + len(text.split())}})
+                                                   "total_tokens": len(user.split()) + len(text.split())}},
+                                   drip=server.drip if fault == "drip" else None)
                 finally:
                     with server.lock:
                         server.in_flight -= 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
 from spatial_id.ids import AXIS_SIZE, compute_axes  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def build_parser():
     p = make_parser(__doc__, __doc__.split("\n\n", 2)[2])
     p.add_argument("--id-file", required=True, help="an ID file written by compute_id.py or average_id.py")
     p.add_argument("--output-dir", default=None, help="default: beside the ID file")
-    p.add_argument("--size", type=int, default=AXIS_SIZE, help="object size whose cells define the axes (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=AXIS_SIZE, help="object size whose cells define the axes (default %(default)s)")
     return p
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, nonnegative_int, run_cli  # noqa: E402
 from spatial_id.figure import write_fig5  # noqa: E402
 from spatial_id.ids import UNIVERSAL  # noqa: E402
 
@@ -20,7 +20,7 @@ def build_parser():
     p.add_argument("--id-file", required=True, help="ID file from compute_id.py / average_id.py")
     p.add_argument("--text-file", default=None, help="{model}_text.pt from text_embed.py (optional markers)")
     p.add_argument("--word", default=UNIVERSAL, help="which key of the ID file (default %(default)s)")
-    p.add_argument("--layer", type=int, default=None, help="hidden-state index (default: the middle extracted layer)")
+    p.add_argument("--layer", type=nonnegative_int, default=None, help="hidden-state index (default: the middle extracted layer)")
     p.add_argument("--output", required=True, help="PNG to write")
     p.add_argument("--sweep-output", default=None, help="also write the explained variance per layer as this PNG")
     return p

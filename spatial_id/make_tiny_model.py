@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
 from spatial_id.tiny import FAMILIES, build_tiny_model  # noqa: E402
 
 
@@ -19,9 +19,9 @@ def build_parser():
                              "template in the family's format, saved with save_pretrained.")
     p.add_argument("--family", required=True, choices=FAMILIES, help="model family")
     p.add_argument("--output-dir", required=True, help="folder to save into")
-    p.add_argument("--layers", type=int, default=4, help="decoder layers (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=64, help="decoder hidden size (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=32, help="vision input size in pixels (default %(default)s)")
+    p.add_argument("--layers", type=positive_int, default=4, help="decoder layers (default %(default)s)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="decoder hidden size (default %(default)s)")
+    p.add_argument("--image-size", type=positive_int, default=32, help="vision input size in pixels (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="weight seed (default %(default)s)")
     return p
 
