@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Large grid dataset: all 90 ordered pairs of ten objects, for universal spatial IDs.
 #   bash dataengine/extraction_data.sh [OUTPUT_DIR=data/extraction_data]
+# Every setting below can be overridden from the environment, e.g. SIZES="224 74" bash ...
 set -euo pipefail
 
-OBJECTS="backpack fan camel frog dog cake log robot person teapot"   # every ordered pair of these
-GRID=4                             # cells per side
-CELL=224                           # cell size in pixels (canvas = GRID x CELL)
-SIZES="224 174 124 74"             # object sizes in pixels
-SEED=0                             # placement seed: same seed, same bytes
-BACKGROUND=black                   # black (as published), white, or a folder of images
+OBJECTS=${OBJECTS:-"backpack fan camel frog dog cake log robot person teapot"}   # every ordered pair of these
+GRID=${GRID:-4}                             # cells per side
+CELL=${CELL:-224}                           # cell size in pixels (canvas = GRID x CELL)
+SIZES=${SIZES:-"224 174 124 74"}             # object sizes in pixels
+SEED=${SEED:-0}                             # placement seed: same seed, same bytes
+BACKGROUND=${BACKGROUND:-black}                   # black (as published), white, or a folder of images
 WORKERS=${WORKERS:-2}              # pairs in parallel
 PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
 

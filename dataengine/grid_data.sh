@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Small grid dataset (2 object pairs) for the Figure 5 spatial IDs.
 #   bash dataengine/grid_data.sh [OUTPUT_DIR=data/grid_data]
+# Every setting below can be overridden from the environment, e.g. SIZES="224 74" bash ...
 set -euo pipefail
 
-PAIRS="camel_frog dog_teapot"      # ordered pairs reference_target
-GRID=4                             # cells per side
-CELL=224                           # cell size in pixels (canvas = GRID x CELL)
-SIZES="224 174 124 74"             # object sizes in pixels
-SEED=0                             # placement seed: same seed, same bytes
-BACKGROUND=black                   # black (as published), white, or a folder of images
+PAIRS=${PAIRS:-"camel_frog dog_teapot"}      # ordered pairs reference_target
+GRID=${GRID:-4}                             # cells per side
+CELL=${CELL:-224}                           # cell size in pixels (canvas = GRID x CELL)
+SIZES=${SIZES:-"224 174 124 74"}             # object sizes in pixels
+SEED=${SEED:-0}                             # placement seed: same seed, same bytes
+BACKGROUND=${BACKGROUND:-black}                   # black (as published), white, or a folder of images
 WORKERS=${WORKERS:-2}              # pairs in parallel
 PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
 

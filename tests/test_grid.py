@@ -109,8 +109,8 @@ def test_bad_inputs(objects_dir, tmp_path):
     assert tile_pair("block", "frog", rgb, tmp_path / "o", sizes=[64], key_background="white") == "done"
 
 
-def _bash(script, *args, cwd):
-    env = dict(os.environ, PYTHON=sys.executable)          # the interpreter running the tests, venv or not
+def _bash(script, *args, cwd, **settings):
+    env = dict(os.environ, PYTHON=sys.executable, **settings)      # the interpreter running the tests, venv or not
     return subprocess.run(["bash", str(ROOT / "dataengine" / script), *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, timeout=900, env=env)
 
@@ -124,7 +124,8 @@ def test_wrappers_from_another_directory_resume(tmp_path):
         _check_pair(tmp_path / "small" / pair, a, b)
     proc = _bash("grid_data.sh", "small", cwd=tmp_path)
     assert "0 done, 2 skipped" in proc.stdout
-    proc = _bash("extraction_data.sh", tmp_path / "large", cwd=tmp_path)
+    proc = _bash("extraction_data.sh", tmp_path / "large", cwd=tmp_path, CELL="40", SIZES="40 20")   # small, fast
     assert proc.returncode == 0, proc.stderr
     pairs = sorted(p.name for p in (tmp_path / "large").iterdir())
-    assert len(pairs) == 90 and all(len(list((tmp_path / "large" / p).glob("*.png"))) == 64 for p in pairs)
+    assert len(pairs) == 90 and all(len(list((tmp_path / "large" / p).glob("*.png"))) == 32 for p in pairs)
+    _check_pair(tmp_path / "large" / "fan_log", "fan", "log", cell=40, sizes=(40, 20))

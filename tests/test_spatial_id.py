@@ -1,6 +1,7 @@
 """Spatial-ID extraction on tiny random-weight models of all six families, loaded as users load real ones."""
 
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from conftest import ROOT, run_script
 from dataengine.grid import make_objects, tile_pair
 from batchkit.errors import UserError
 from spatial_id.extract import QUERY, Extractor
-from spatial_id.ids import axes, extract_pair, read_pair
+from spatial_id.ids import ALL_LAYERS, axes, extract_pair, made_with, read_pair
 from spatial_id.registry import FAMILIES, ModelChoice, resolve_dtype, resolve_model
 from spatial_id.tiny import build_tiny_model
 
@@ -174,21 +175,29 @@ def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path)
     proc = bash("small_id_grid.sh", grid_dir, "small")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["llava-7b.pt", "llava-7b_text.pt", "llava-7b_x.pt", "llava-7b_y.pt"]
-    assert "already extracted" in bash("small_id_grid.sh", grid_dir, "small").stdout
-    proc = bash("batch_extraction.sh", grid_dir, "large")
+    proc = bash("batch_extraction.sh", grid_dir, "large", layers="0,2")
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "large" / "camel_frog" / "llava-7b.pt").is_file() and (tmp_path / "large" / "llava-7b_y.pt").is_file()
-    again = bash("batch_extraction.sh", grid_dir, "large")
-    assert again.returncode == 0 and "0 done, 2 skipped" in again.stdout
-    # other layers: the pairs made with the old ones are not trusted, and the universal file follows
-    other = bash("batch_extraction.sh", grid_dir, "large", layers="0,2")
-    assert other.returncode == 0 and "2 done, 0 skipped" in other.stdout, other.stdout + other.stderr
     for f in (tmp_path / "large" / "camel_frog" / "llava-7b.pt", tmp_path / "large" / "llava-7b.pt"):
         assert torch.load(f, weights_only=True)["layers"] == [0, 2]
-    assert "0 done, 2 skipped" in bash("batch_extraction.sh", grid_dir, "large", layers="0,2").stdout
-    copy = shutil.copytree(tiny_models["llava"], tmp_path / "llava_copy")   # another snapshot: other settings
-    env_models = f"llava-7b={copy}"
-    assert "2 done, 0 skipped" in bash("batch_extraction.sh", grid_dir, "large", layers="0,2").stdout
+    assert (tmp_path / "large" / "llava-7b_y.pt").is_file()
+    stamp = (tmp_path / "large" / "camel_frog" / "llava-7b.pt").stat().st_mtime_ns
+    again = run_script("spatial_id/compute_id.py", "--model", env_models, "--image-dir", grid_dir, "--output-dir",
+                       tmp_path / "large", "--per-pair", "--device", "cpu", "--layers", "0,2", cwd=tmp_path)
+    assert again.returncode == 0 and (tmp_path / "large" / "camel_frog" / "llava-7b.pt").stat().st_mtime_ns == stamp
+    # what a rerun trusts: only a file made from the same snapshot, dtype, query, layers and images
+    done = tmp_path / "large" / "camel_frog" / "llava-7b.pt"
+    folder = grid_dir / "camel_frog"
+    source = str(Path(tiny_models["llava"]).resolve())
+    assert made_with(done, source, "float32", [0, 2], [folder])
+    assert not made_with(done, source, "float32", ALL_LAYERS, [folder])         # layers 0, 2 are not "all"
+    assert not made_with(done, source, "float32", [0, 1, 2], [folder])
+    assert not made_with(done, source + "_copy", "float32", [0, 2], [folder])   # another snapshot
+    assert not made_with(done, source, "bfloat16", [0, 2], [folder])
+    assert not made_with(done, source, "float32", [0, 2], [grid_dir / "dog_teapot"])
+    other = Path(shutil.copytree(folder, tmp_path / "other" / "camel_frog"))
+    (other / "manifest.json").write_text((other / "manifest.json").read_text() + " ")   # other images
+    assert not made_with(done, source, "float32", [0, 2], [other])
+    assert not made_with(done, source, "float32", [0, 2], [folder], queries={"frog": "Is the frog left of the camel?"})
 
 
 def test_bad_inputs(tiny_models, grid_dir, tmp_path):
