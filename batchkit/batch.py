@@ -17,9 +17,14 @@ from .files import json_problem
 DEBUG = {"on": False}          # set by the CLI runner from --debug
 
 
+def printable(text):
+    """Text that any terminal or log can take: invalid Unicode (lone surrogates from a JSON key) escaped."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def report(line):
     """One line on stderr that does not break a running progress bar."""
-    tqdm.write(line, file=sys.stderr)
+    tqdm.write(printable(line), file=sys.stderr)
 
 
 def describe(name, error):

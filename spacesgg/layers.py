@@ -9,7 +9,7 @@ from .annotations import (check_box, check_object, check_rewrite_flags, image_st
 from batchkit.batch import Tally, map_records, report
 from .d2p import DEFAULT_SCALE_FACTOR
 from batchkit.errors import RecordError
-from batchkit.files import check_output_file, inside, write_json
+from batchkit.files import check_output_file, inside, json_problem, write_json
 from .io import read_depth
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
@@ -75,6 +75,8 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
             items.append((oid, stats["near"], stats["far"]))
         except Exception as e:  # noqa: BLE001 - one bad object costs one object
             tally.fail_record(f"{key}: object {oid}", e)
+            if json_problem(obj) is not None:
+                continue                         # NaN or invalid text cannot be copied into strict JSON
         objects[oid] = obj
     out = dict(record)
     out["objects"] = objects

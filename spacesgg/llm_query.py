@@ -140,11 +140,11 @@ async def _answer_all(requests, backend, cache, concurrency, stats, on_reject, m
                     report(f"error: {e}")
                 bar.update()
     except ServerUnreachable as e:
+        raise UserError(str(e)) from None
+    finally:                                     # stop what is in flight (Ctrl-C, a dead server) before closing
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        raise UserError(str(e)) from None
-    finally:
         await backend.close()
 
 

@@ -72,9 +72,9 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
     `after_stage12`: the file is stage 1.2's output, so a record without "levels" and an object without "depth"
     were rejected there and stay out of the views and relations.
     """
-    items = object_items(key, record)
-    if after_stage12 and "levels" not in record:
+    if after_stage12 and not (isinstance(record, dict) and "levels" in record):
         raise Skipped(f"{key}: rejected by stage 1.2 (no \"levels\"); left out")
+    items = object_items(key, record)
     points = load_point_map(key, Path(point_cloud_dir) / f"{image_stem(key)}.npy")
     shape = points.shape[:2]
     check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape, tally)

@@ -1,0 +1,715 @@
+"""Hostile input, table-driven: every case gets its exit code and one `error:` line naming the record or file;
+good records are still in the output; nothing is written outside the output folder; JSON stays strict."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import d2p as d2p_cli
+import layers_aggregation as layers_cli
+import llm_based_query as llm_cli
+import multiview_layers as multiview_cli
+from batchkit.cli import run_cli
+from batchkit.errors import UserError
+from conftest import ROOT
+from dataengine import make_grid_data as grid_cli
+from dataengine.grid import make_objects, tile_pair
+from spacesgg.backends import retry_after_seconds
+from spacesgg.prompt_functions import PROMPT_FUNCTIONS, check_reply
+from spacesgg.spatial import order
+from spacesgg.stub_server import StubServer
+from spatial_id import average_id as average_cli
+from spatial_id import compute_id as compute_id_cli
+from spatial_id.figure import explained_by_layer, projection
+from spatial_id.ids import save_pt
+
+KEY = "sk-test-SECRET-77c1"
+
+
+def cli(module, *args):
+    """Run a script's main in-process as its command line would; the exit code."""
+    try:
+        return run_cli(module.main, module.build_parser(), [str(a) for a in args])
+    except SystemExit as e:                 # argparse refusing a flag
+        return e.code
+
+
+def error_lines(capsys):
+    captured = capsys.readouterr()
+    return [line for line in captured.err.splitlines() if line.startswith("error:")], captured
+
+
+def strict_json(path):
+    def refuse(token):
+        raise AssertionError(f"{path} holds {token}")
+    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def linked_copy(src, dst):
+    """A folder of symbolic links to `src`'s files, where a case may add or replace files."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).symlink_to(f)
+    return dst
+
+
+# ---- stages 1.2 and 1.3: one bad record or object costs that record or object ------------------------------------
+
+def _first_object(records, key):
+    return next(iter(records[key]["objects"]))
+
+
+def _set_object(field, value):
+    def mutate(records, key, folders):
+        records[key]["objects"][_first_object(records, key)][field] = value
+    return mutate
+
+
+def _replace_file(kind, content):
+    """The record's depth map (kind "depth") or first mask (kind "mask") replaced by `content` bytes."""
+    def mutate(records, key, folders):
+        record = records[key]
+        name = record["depth"] if kind == "depth" else record["objects"][_first_object(records, key)]["mask"]
+        target = folders[kind] / name
+        data = content((folders["src_" + kind] / name).read_bytes())
+        target.unlink()
+        target.write_bytes(data)
+    return mutate
+
+
+def _set_record(value):
+    def mutate(records, key, folders):
+        records[key] = value
+    return mutate
+
+
+def _set_field(field, value):
+    def mutate(records, key, folders):
+        records[key][field] = value
+    return mutate
+
+
+def _bad_key(records, key, folders):
+    records["\ud800bad-key.png"] = records.pop(key)
+
+
+def _odd_size_image(records, key, folders):
+    (folders["images"] / Path(key).name).unlink()                # a link to the shared fixture: replace, not write
+    Image.new("RGB", (320, 240)).save(folders["images"] / Path(key).name)
+
+
+# (case, mutation, "record" or "object": what the one error costs)
+RECORD_CASES = [
+    ("record is a list", _set_record([1, 2]), "record"),
+    ("record is null", _set_record(None), "record"),
+    ("objects is null", _set_field("objects", None), "record"),
+    ("relations is text", _set_field("relations", "o0 on o1"), "relations"),
+    ("relation names null", _set_field("relations", [[None, "on", "o0"]]), "relations"),
+    ("key is not valid text", _bad_key, "record"),
+    ("mask is null", _set_object("mask", None), "object"),
+    ("mask is a number", _set_object("mask", 7), "object"),
+    ("mask is an absolute path", _set_object("mask", "/etc/hostname"), "object"),
+    ("mask climbs out with ..", _set_object("mask", "../depth_maps/scene_000.png"), "object"),
+    ("box is text", _set_object("box", "10 20 30 40"), "object"),
+    ("box is null", _set_object("box", None), "object"),
+    ("box holds NaN", _set_object("box", [float("nan"), 1, 20, 30]), "object"),
+    ("label is null", _set_object("label", None), "object"),
+    ("label is empty", _set_object("label", "  "), "object"),
+    ("label holds a tag", _set_object("label", "<ref>cup"), "object"),
+    ("label is a number", _set_object("label", 42), "object"),
+    ("depth climbs out with ..", _set_field("depth", "../masks/x.png"), "record"),
+    ("depth is absolute", _set_field("depth", "/etc/hostname"), "record"),
+    ("depth map is 0 bytes", _replace_file("depth", lambda data: b""), "record"),
+    ("depth map is truncated", _replace_file("depth", lambda data: data[: len(data) // 3]), "record"),
+    ("mask is 0 bytes", _replace_file("mask", lambda data: b""), "object"),
+    ("mask is truncated", _replace_file("mask", lambda data: data[:60]), "object"),
+    ("image size differs from the depth map", _odd_size_image, "record"),
+]
+
+
+@pytest.fixture
+def folders(scenes_dir, tmp_path):
+    out = {"src_depth": scenes_dir / "depth_maps", "src_mask": scenes_dir / "masks"}
+    out["depth"] = linked_copy(scenes_dir / "depth_maps", tmp_path / "depth_maps")
+    out["mask"] = linked_copy(scenes_dir / "masks", tmp_path / "masks")
+    out["images"] = linked_copy(scenes_dir / "images", tmp_path / "images")
+    return out
+
+
+@pytest.mark.parametrize("case,mutate,costs", RECORD_CASES, ids=[c[0] for c in RECORD_CASES])
+def test_stage12_and_13_one_bad_record(case, mutate, costs, scenes_dir, folders, tmp_path, capsys):
+    records = json.loads((scenes_dir / "annotations.json").read_text())
+    keys = list(records)
+    key = keys[1]
+    mutate(records, key, folders)
+    annotations = tmp_path / "a.json"
+    annotations.write_text(json.dumps(records))                   # NaN goes in as the JSON token NaN
+    out = tmp_path / "out" / "layers.json"
+    code = cli(layers_cli, "--input-file", annotations, "--depth-dir", folders["depth"], "--mask-dir", folders["mask"],
+               "--output-file", out, "--dataset-base", "/datasets/synthetic_scenes/images",
+               "--data-prefix", folders["images"])
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1, captured.err
+    assert "Traceback" not in captured.err
+    named = "bad-key" if case == "key is not valid text" else key
+    assert named in errors[0], errors
+    layers = strict_json(out)
+    for good in keys[:1] + keys[2:]:                                # every other record is complete
+        assert sorted(sum(layers[good]["levels"], [])) == sorted(records[good]["objects"])
+    if costs == "object":
+        bad = _first_object(records, key)
+        assert bad not in sum(layers[key]["levels"], []) and len(sum(layers[key]["levels"], [])) == len(records[key]["objects"]) - 1
+    elif costs == "record" and isinstance(layers.get(key), dict):
+        assert "levels" not in layers[key]
+    # stage 1.3 on that output: what stage 1.2 rejected stays out, and nothing fails twice
+    mv = tmp_path / "out" / "mv.json"
+    code = cli(multiview_cli, "--input-file", out, "--point-cloud-dir", scenes_dir / "point_clouds", "--mask-dir",
+               folders["mask"], "--output-file", mv)
+    errors, captured = error_lines(capsys)
+    assert code == 0 and not errors, captured.err
+    views = strict_json(mv)
+    for k, record in views.items():
+        if not isinstance(record, dict) or "levels" not in record:
+            assert not isinstance(record, dict) or "views" not in record
+            continue
+        kept = set(sum(record["levels"], []))
+        for view in record["views"].values():
+            assert set(sum(view["levels"], [])) == kept
+            assert {o for pair in view["relations"] for o in pair.split(">")} <= kept
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"\xff\xfe{\x00}\x00", "not UTF-8"),
+    (b'{"a": {"objects": ', "malformed JSON"),
+    (b"[1, 2]", "expected one JSON object"),
+    (b"{}", "holds no record"),
+], ids=["not utf-8", "truncated", "a list", "empty"])
+def test_unreadable_annotation_file_is_fatal(content, needle, scenes_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    for module, dir_flag, folder in ((layers_cli, "--depth-dir", scenes_dir / "depth_maps"),
+                                     (multiview_cli, "--point-cloud-dir", scenes_dir / "point_clouds")):
+        code = cli(module, "--input-file", bad, dir_flag, folder, "--mask-dir", scenes_dir / "masks",
+                   "--output-file", tmp_path / "o.json")
+        errors, captured = error_lines(capsys)
+        assert code == 2 and len(errors) == 1 and "bad.json" in errors[0] and needle in errors[0], captured.err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_output_file_that_is_a_folder(scenes_dir, tmp_path, capsys):
+    (tmp_path / "o.json").mkdir()
+    code = cli(layers_cli, "--input-file", scenes_dir / "annotations.json", "--depth-dir", scenes_dir / "depth_maps",
+               "--mask-dir", scenes_dir / "masks", "--output-file", tmp_path / "o.json")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "is a folder" in errors[0]
+
+
+@pytest.mark.parametrize("name,damage", [("0 bytes", lambda data: b""), ("truncated", lambda data: data[:100])])
+def test_stage13_unreadable_point_map(name, damage, scenes_dir, tmp_path, capsys):
+    points = linked_copy(scenes_dir / "point_clouds", tmp_path / "pc")
+    data = (scenes_dir / "point_clouds" / "scene_002.npy").read_bytes()
+    (points / "scene_002.npy").unlink()
+    (points / "scene_002.npy").write_bytes(damage(data))
+    code = cli(multiview_cli, "--input-file", scenes_dir / "annotations.json", "--point-cloud-dir", points,
+               "--mask-dir", scenes_dir / "masks", "--output-file", tmp_path / "mv.json")
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and "scene_002" in errors[0] and "Traceback" not in captured.err
+    assert sum("views" in r for r in strict_json(tmp_path / "mv.json").values()) == 5
+
+
+def test_ambiguity_rule_zeros():
+    # extents (lo, median, hi) in metres; tolerance 0.25 of the shorter extent, medians 0.1 m apart at least
+    assert order((0, 0.5, 1), (2, 2.5, 3)) == -1 and order((2, 2.5, 3), (0, 0.5, 1)) == 1
+    assert order((0, 0.5, 1), (0.9, 1.4, 1.9)) == -1            # overlap 0.1 < 0.25 x 1
+    assert order((0, 0.5, 1), (0.7, 1.2, 1.7)) == 0             # overlap 0.3: ambiguous
+    assert order((0, 0.02, 0.04), (0.05, 0.07, 0.09)) == 0      # disjoint, but medians only 5 cm apart
+    assert order((0, 0.5, 1), (0, 0.5, 1)) == 0
+
+
+# ---- d2p: bad numbers are refused, bad images cost one image, nothing stale is trusted ------------------------------
+
+@pytest.mark.parametrize("k_txt,needle", [
+    ("525 0 319.5 0 525 239.5 0 0 nan", "NaN or infinity"),
+    ("525 0 319.5 0 inf 239.5 0 0 1", "NaN or infinity"),
+    ("-525 0 319.5 0 525 239.5 0 0 1", "must be positive"),
+    ("0 0 319.5 0 525 239.5 0 0 1", "must be positive"),
+    ("525 0 319.5", "expected 9 numbers"),
+    ("five two five", "not a number"),
+], ids=["nan", "inf", "negative fx", "zero fx", "too few", "words"])
+def test_d2p_bad_intrinsics(k_txt, needle, scenes_copy, capsys):
+    (scenes_copy / "K.txt").write_text(k_txt)
+    code = cli(d2p_cli, "--dataset-path", scenes_copy, "--workers", 1, "--output-dir", scenes_copy / "new")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "K.txt" in errors[0] and needle in errors[0], errors
+    assert not list((scenes_copy / "new").glob("*.npy")) if (scenes_copy / "new").exists() else True
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda p: p.__setitem__((0, 0, 3), np.inf), "NaN or infinity"),
+    (lambda p: p.__setitem__((1, 0, 0), 2.0), "not orthonormal"),
+    (lambda p: p.__setitem__((2, 3, 0), 0.5), "last row"),
+], ids=["inf", "scaled rotation", "bad last row"])
+def test_d2p_bad_poses(change, needle, scenes_copy, capsys):
+    poses = np.loadtxt(scenes_copy / "poses.txt").reshape(-1, 4, 4)
+    change(poses)
+    np.savetxt(scenes_copy / "poses.txt", poses.reshape(-1, 16))
+    code = cli(d2p_cli, "--dataset-path", scenes_copy, "--world-coordinates", "--output-dir", scenes_copy / "new")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "poses.txt" in errors[0] and needle in errors[0], errors
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--scale-factor", "0"), ("--scale-factor", "-5000"), ("--scale-factor", "nan"), ("--fov", "0"), ("--fov", "180"),
+    ("--fov", "inf"), ("--max-depth", "0"), ("--max-depth", "-1"), ("--workers", "0")])
+def test_d2p_bad_numbers(flag, value, scenes_dir, tmp_path, capsys):
+    code = cli(d2p_cli, "--dataset-path", scenes_dir, flag, value, "--output-dir", tmp_path / "o")
+    errors, captured = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and flag in errors[0] and "Traceback" not in captured.err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name,damage", [
+    ("empty depth", lambda d: (d / "depth_maps" / "scene_001.png").write_bytes(b"")),
+    ("truncated depth", lambda d: (d / "depth_maps" / "scene_001.png").write_bytes(
+        (d / "depth_maps" / "scene_001.png").read_bytes()[:500])),
+    ("truncated image", lambda d: (d / "images" / "scene_001.png").write_bytes(
+        (d / "images" / "scene_001.png").read_bytes()[:500])),
+    ("image of another size", lambda d: Image.new("RGB", (64, 48)).save(d / "images" / "scene_001.png")),
+])
+def test_d2p_one_bad_image_costs_one_image(name, damage, scenes_copy, capsys):
+    damage(scenes_copy)
+    out = scenes_copy / "new"
+    code = cli(d2p_cli, "--dataset-path", scenes_copy, "--workers", 2, "--output-dir", out)
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and "scene_001" in errors[0] and "Traceback" not in captured.err
+    assert sorted(p.stem for p in out.glob("*.npy")) == ["scene_000", "scene_002", "scene_003", "scene_004", "scene_005"]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_d2p_run_killed_with_other_settings_is_redone(scenes_copy, monkeypatch, capsys):
+    """Run A, then run B killed after two images, then B again: every output holds B's depths."""
+    out = scenes_copy / "pc"
+    assert cli(d2p_cli, "--dataset-path", scenes_copy, "--workers", 1, "--output-dir", out) == 0
+    depth = np.asarray(Image.open(scenes_copy / "depth_maps" / "scene_005.png")).astype(np.float32)
+    import spacesgg.d2p as lib
+    real, calls = lib.convert_one, []
+
+    def dies_after_two(job):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(job.stem)
+        return real(job)
+    monkeypatch.setattr(lib, "convert_one", dies_after_two)
+    assert cli(d2p_cli, "--dataset-path", scenes_copy, "--workers", 1, "--output-dir", out, "--scale-factor", 2500) == 130
+    monkeypatch.setattr(lib, "convert_one", real)
+    assert cli(d2p_cli, "--dataset-path", scenes_copy, "--workers", 1, "--output-dir", out, "--scale-factor", 2500) == 0
+    for stem in ("scene_000", "scene_005"):                       # one made by the killed run, one by run A
+        z = np.load(out / f"{stem}.npy")[..., 2]
+        d = np.asarray(Image.open(scenes_copy / "depth_maps" / f"{stem}.png")).astype(np.float32)
+        valid = d > 0
+        np.testing.assert_allclose(z[valid], d[valid] / 2500, rtol=1e-6)
+    assert depth.any()
+
+
+# ---- processes: nothing survives its parent, no temporary file survives SIGTERM ------------------------------------
+
+def _children(pid):
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1][0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait(condition, limit=60.0):
+    """Poll until `condition()` holds; the limit only guards against a hang, it is no timing assertion."""
+    end = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < end, "gave up waiting"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def big_dataset(scenes_dir, tmp_path_factory):
+    """120 image/depth pairs (copies of the six scenes under new stems), so a run lasts long enough to be killed."""
+    root = tmp_path_factory.mktemp("big") / "ds"
+    for sub in ("images", "depth_maps"):
+        (root / sub).mkdir(parents=True)
+        for k in range(120):
+            src = sorted((scenes_dir / sub).glob("*.png"))[k % 6]
+            os.link(src, root / sub / f"img_{k:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_d2p_workers_die_with_their_parent(how, big_dataset, tmp_path):
+    out = tmp_path / "pc"
+    child = subprocess.Popen([sys.executable, str(ROOT / "d2p.py"), "--dataset-path", big_dataset, "--workers", "2",
+                              "--output-dir", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait(lambda: len(list(out.glob("*.npy"))) >= 4 or child.poll() is not None)
+    workers = _children(child.pid)
+    assert child.poll() is None and workers, "the run ended before it could be killed"
+    child.send_signal(getattr(signal, how))
+    code = child.wait(timeout=60)
+    _wait(lambda: not any(_alive(w) for w in workers))
+    if how == "SIGTERM":
+        assert code == 143 and "Traceback" not in child.stderr.read()
+        assert not list(out.glob(".*.tmp"))                          # the writes in progress were removed
+    else:
+        child.stderr.read()
+
+
+def test_grid_workers_die_with_their_parent(tmp_path):
+    child = subprocess.Popen([sys.executable, str(ROOT / "dataengine" / "make_grid_data.py"), "--output-dir",
+                              tmp_path / "grid", "--objects", "camel", "frog", "dog", "teapot", "cake", "fan",
+                              "--objects-dir", tmp_path / "objects", "--workers", "2"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(lambda: len(list((tmp_path / "grid").glob("*/*.png"))) >= 10 or child.poll() is not None)
+    workers = _children(child.pid)
+    assert child.poll() is None and workers
+    child.kill()
+    child.wait(timeout=60)
+    _wait(lambda: not any(_alive(w) for w in workers))
+
+
+# ---- grid engine: names, completeness, letterboxing ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    out = tmp_path_factory.mktemp("renders")
+    make_objects(["camel", "frog"], out)
+    return out
+
+
+@pytest.mark.parametrize("pair", ["../evil_frog", "camel_..", "cam el_frog", "camel_frog_dog", "camel/x_frog"])
+def test_grid_bad_object_names(pair, renders, tmp_path, capsys):
+    code = cli(grid_cli, "--output-dir", tmp_path / "out", "--pairs", pair, "--objects-dir", renders)
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "Traceback" not in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [] or sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not (tmp_path / "evil_frog").exists() and not (tmp_path.parent / "evil_frog").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--grid", "1"), ("--cell-size", "0"), ("--sizes", "-74"), ("--workers", "0"),
+                                        ("--sizes", "300")])
+def test_grid_bad_numbers(flag, value, renders, tmp_path, capsys):
+    code = cli(grid_cli, "--output-dir", tmp_path / "out", "--pairs", "camel_frog", "--objects-dir", renders, flag, value)
+    errors, _ = error_lines(capsys)
+    assert code in (1, 2) and len(errors) == 1 and not list(tmp_path.glob("out/*/*.png"))
+
+
+def test_grid_pair_complete_only_with_its_manifest_and_decodable_images(renders, tmp_path):
+    kw = dict(sizes=[40], cell_size=40)
+    assert tile_pair("camel", "frog", renders, tmp_path, **kw) == "done"
+    folder = tmp_path / "camel_frog"
+    good = {p.name: p.read_bytes() for p in folder.glob("*.png")}
+    victim = folder / "camel_frog_2_1_40.png"
+    victim.write_bytes(victim.read_bytes()[:40])                      # truncated by a kill
+    assert tile_pair("camel", "frog", renders, tmp_path, **kw) == "done"
+    assert victim.read_bytes() == good[victim.name]
+    (folder / "manifest.json").unlink()                              # killed before the manifest: not complete
+    (folder / "camel_frog_0_0_40.png").unlink()
+    assert tile_pair("camel", "frog", renders, tmp_path, **kw) == "done"
+    assert {p.name: p.read_bytes() for p in folder.glob("*.png")} == good
+    assert tile_pair("camel", "frog", renders, tmp_path, **kw) == "skipped"
+
+
+def test_grid_non_square_render_is_letterboxed(tmp_path):
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    wide = np.zeros((60, 120, 4), np.uint8)                           # transparent, 2:1 ...
+    wide[5:55, 10:110] = (200, 30, 30, 255)                           # ... with an opaque 2:1 rectangle inside
+    Image.fromarray(wide).save(objects / "bar.png")
+    make_objects(["frog"], objects)
+    tile_pair("frog", "bar", objects, tmp_path / "out", sizes=[80], cell_size=80)
+    manifest = json.loads((tmp_path / "out" / "frog_bar" / "manifest.json").read_text())
+    image = np.asarray(Image.open(tmp_path / "out" / "frog_bar" / manifest["images"][0]["file"]))
+    x0, y0, x1, y1 = manifest["images"][0]["target"]["box"]
+    red = (image[y0:y1, x0:x1, 0] > 150) & (image[y0:y1, x0:x1, 1] < 80)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    assert abs(cols.size / rows.size - 2) < 0.1 and cols.size > 60   # 2:1 kept, not squashed to a square
+
+
+# ---- spatial IDs: files that disagree, figure 5 by hand ------------------------------------------------------------
+
+def _id_file(path, pairs, dtype="float32", layers=(0, 1), cells=((0, 0, 224), (1, 0, 224)), model_path="/m", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    word = pairs[0].split("_")[1]
+    save_pt(path, {"meta": {"model": "llava-7b", "model_path": model_path, "dtype": dtype, "pairs": list(pairs),
+                            "query": {}, "target": {}, "subtokens": {}},
+                   "layers": list(layers), "cells": [list(c) for c in cells],
+                   "ids": {word: torch.randn(len(layers), len(cells), 8, generator=g)}})
+
+
+@pytest.mark.parametrize("field,value,needle", [("dtype", "bfloat16", "dtype"), ("model_path", "/other", "model_path"),
+                                                ("layers", (0, 2), "layers"), ("cells", ((0, 0, 224), (0, 1, 224)), "cells")])
+def test_average_id_refuses_files_that_disagree(field, value, needle, tmp_path, capsys):
+    _id_file(tmp_path / "camel_frog" / "m.pt", ["camel_frog"])
+    _id_file(tmp_path / "dog_teapot" / "m.pt", ["dog_teapot"], **{field: value})
+    (tmp_path / "stray_pair").mkdir()
+    code = cli(average_cli, "--input-dir", tmp_path, "--model", "m", "--pairs", "camel_frog", "dog_teapot")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and needle in errors[0] and "dog_teapot" in errors[0]
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_average_id_averages_each_word_over_the_files_that_hold_it(tmp_path):
+    _id_file(tmp_path / "camel_frog" / "m.pt", ["camel_frog"], seed=1)
+    _id_file(tmp_path / "dog_frog" / "m.pt", ["dog_frog"], seed=2)
+    _id_file(tmp_path / "dog_teapot" / "m.pt", ["dog_teapot"], seed=3)
+    _id_file(tmp_path / "not_listed" / "m.pt", ["not_listed"], seed=4)       # lies there, is not a pair we gave
+    assert cli(average_cli, "--input-dir", tmp_path, "--model", "m", "--pairs", "camel_frog", "dog_frog", "dog_teapot") == 0
+    out = torch.load(tmp_path / "m.pt", weights_only=True)
+    ids = {p: torch.load(tmp_path / p / "m.pt", weights_only=True)["ids"] for p in ("camel_frog", "dog_frog", "dog_teapot")}
+    torch.testing.assert_close(out["ids"]["frog"], (ids["camel_frog"]["frog"] + ids["dog_frog"]["frog"]) / 2)
+    torch.testing.assert_close(out["ids"]["teapot"], ids["dog_teapot"]["teapot"])
+    torch.testing.assert_close(out["ids"]["universal"], (ids["camel_frog"]["frog"] + ids["dog_frog"]["frog"]
+                                                         + ids["dog_teapot"]["teapot"]) / 3)
+    assert out["meta"]["pairs"] == ["camel_frog", "dog_frog", "dog_teapot"]
+
+
+def test_model_folder_of_another_family_is_refused(tmp_path, capsys):
+    (tmp_path / "qwen").mkdir()
+    (tmp_path / "qwen" / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    (tmp_path / "grid").mkdir()
+    code = cli(compute_id_cli, "--model", f"llava-7b={tmp_path / 'qwen'}", "--image-dir", tmp_path / "grid",
+               "--output-dir", tmp_path / "o")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "qwen2_vl" in errors[0] and "qwen2-2b" in errors[0]
+
+
+def test_fig5_projection_by_hand_and_a_zero_layer():
+    cells = [[i, j, 224] for j in range(2) for i in range(2)]
+    e1, e2 = torch.zeros(4), torch.zeros(4)
+    e1[0], e2[1] = 1.0, 1.0
+    layer1 = torch.stack([3 * i * e1 + 2 * j * e2 + (0.5 if (i + j) % 2 else -0.5) * torch.tensor([0, 0, 1.0, 0])
+                          for i, j, _ in cells])
+    ids = torch.stack([torch.zeros(4, 4), layer1 - layer1.mean(0)])     # layer 0: all zero (no x/y plane)
+    data = {"meta": {"model": "hand"}, "layers": [0, 1], "cells": cells, "ids": {"universal": ids}}
+    coords, got_cells, explained, basis, layer = projection(data, layer=1)
+    # by hand: x axis = 3 e1, y axis = 2 e2; the plane is (e1, e2); coords = centred (3i, 2j); the z part is left out
+    want = np.array([[3 * i - 1.5, 2 * j - 1.0] for i, j, _ in cells])
+    np.testing.assert_allclose(coords, want, atol=1e-6)
+    assert explained == pytest.approx((4 * 1.5 ** 2 + 4 * 1.0) / (4 * 1.5 ** 2 + 4 * 1.0 + 4 * 0.25))
+    with pytest.raises(UserError, match="zero"):
+        projection(data, layer=0)
+    sweep = dict(explained_by_layer(data))
+    assert np.isnan(sweep[0]) and sweep[1] == pytest.approx(explained)
+
+
+# ---- stage 2: the LLM path cannot hang or be fooled -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mv_small(scenes_dir, tmp_path_factory):
+    """Stage-1.3 output of the synthetic scenes, and a copy with one record whose labels break the tags."""
+    from spacesgg.layers import aggregate_layers
+    from spacesgg.multiview import multiview_layers
+    out = tmp_path_factory.mktemp("mv")
+    assert aggregate_layers(scenes_dir / "annotations.json", scenes_dir / "depth_maps", scenes_dir / "masks",
+                            out / "layers.json") == 0
+    assert multiview_layers(out / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks", out / "mv.json") == 0
+    return out / "mv.json"
+
+
+def _ask(mv, out, url, *extra, fn="create_rotation_prompt"):
+    return cli(llm_cli, "--anno-file", mv, "--prompt-function", fn, "--output-file", out, "--backend", "openai",
+               "--base-url", url, "--backoff", "0.01", "--concurrency", "1", *extra)
+
+
+def _no_key(tmp_path):
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            assert KEY not in f.read_text(errors="replace"), f
+
+
+@pytest.mark.parametrize("fault,extra,outcome", [
+    ("drip", ("--timeout", "1", "--max-retries", "0"), "failed"),       # a reply dripping a byte at a time ends
+    ("429long", ("--max-wait", "0.05"), "answered"),                      # Retry-After: 3600 waits the cap
+    ("429date", ("--max-wait", "0.05"), "answered"),                      # an HTTP date an hour ahead: the cap
+    ("huge", (), "rejected"),
+    ("reverse", (), "rejected"),
+    ("chatml", (), "rejected"),
+    ("leak", (), "redacted"),
+])
+def test_llm_faults(fault, extra, outcome, mv_small, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with StubServer(api_key=KEY, drip=0.05) as stub:
+        stub.inject(*[fault] * (2 if outcome == "rejected" else 1))      # a rejected reply is asked once more
+        out = tmp_path / "rot.json"
+        code = _ask(mv_small, out, stub.url, "--limit", "1", *extra)
+        _errors, captured = error_lines(capsys)
+        records = strict_json(out)
+        rejects = strict_json(f"{out}.rejects.json")
+        if outcome == "failed":
+            assert code == 1 and records == [] and "timed out" in captured.err
+        elif outcome == "answered":
+            assert code == 0 and len(records) == 1
+            assert [e["outcome"] for e in stub.log] == [fault, "ok"]
+        elif outcome == "rejected":
+            assert code == 1 and records == [] and len(rejects) == 1       # every request rejected: non-zero
+        else:
+            assert code == 0 and len(records) == 1 and "[REDACTED]" in records[0]["conversations"][1]["value"]
+    assert "Traceback" not in captured.err
+    _no_key(tmp_path)
+
+
+def test_retry_after_forms():
+    assert retry_after_seconds({"retry-after": "3"}) == 3.0
+    assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
+    assert retry_after_seconds({"retry-after": "Wed, 25 Nov 2026 12:00:00 GMT"}, now=1795608000.0 - 60) == 60.0
+    assert retry_after_seconds({"retry-after": "Wed, 25 Nov 2026 12:00:00 -0000"}, now=1795608000.0 - 60) == 60.0
+    for junk in ("soon", "-5", "nan", "inf", ""):
+        assert retry_after_seconds({"retry-after": junk}) is None
+
+
+def test_comparative_and_rotation_answers_are_checked_against_the_geometry(mv_small):
+    record = next(iter(json.loads(mv_small.read_text()).items()))
+    between = PROMPT_FUNCTIONS["create_between_prompt"].build(*record)[0]
+    A, B, rel, a_box, b_box = between.facts["pairs"][0]
+    axis = next(i for i, r in enumerate(rel) if r)
+    words = (("to the left of", "to the right of"), ("above", "below"), ("in front of", "behind"))[axis]
+    right, wrong = words[0 if rel[axis] < 0 else 1], words[1 if rel[axis] < 0 else 0]
+    assert check_reply(between, f"Q: Where is {A}?\nA: {A} is {right} {B}.")[0] is None
+    assert "contradicts" in check_reply(between, f"Q: Where is {A}?\nA: {A} is {wrong} {B}.")[0]
+    assert "contradicts" in check_reply(between, f"Q: Where is {A}?\nA: {B} is {right} {A}.")[0]
+    rotation = PROMPT_FUNCTIONS["create_rotation_prompt"].build(*record)[0]
+    a, b, rel = rotation.facts["a"], rotation.facts["b"], rotation.facts["relation"]
+    side = "left" if rel[0] < 0 else "right"
+    rest = " and ".join(w for axis, w in ((1, "above" if rel[1] < 0 else "below"),
+                                          (2, "in front of" if rel[2] < 0 else "behind")) if rel[axis])
+    tail = f", {rest}" if rest else ""
+    if rel[0]:
+        ok = f"Seen from its left side, {a} is on the {side} side of{tail} {b}."
+        assert check_reply(rotation, ok)[0] is None, check_reply(rotation, ok)
+        flipped = ok.replace(f"the {side} side", f"the {'right' if side == 'left' else 'left'} side")
+        assert "reverse" in check_reply(rotation, flipped)[0]
+    layer = PROMPT_FUNCTIONS["create_layer_prompt"].build(*record)[0]
+    assert "cites no object" in check_reply(layer, "A nice room with some furniture.")[0]
+    assert "<image>" in check_reply(layer, layer.facts["levels"][0][0] + " <image> here")[0]
+
+
+@pytest.mark.parametrize("change,needle", [
+    (lambda r: r["objects"]["o0"].update(label="<b>cup"), "'<' or '>'"),
+    (lambda r: r["objects"]["o0"].update(label=""), "not a non-empty text"),
+    (lambda r: r.update(image_size=[0, 0]), "image_size"),
+])
+def test_stage2_bad_record_costs_one_record(change, needle, mv_small, tmp_path, capsys):
+    records = json.loads(mv_small.read_text())
+    key = list(records)[2]
+    change(records[key])
+    (tmp_path / "mv.json").write_text(json.dumps(records))
+    code = cli(llm_cli, "--anno-file", tmp_path / "mv.json", "--prompt-function", "create_layer_prompt",
+               "--output-file", tmp_path / "o.json")
+    errors, _ = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and key in errors[0] and needle in errors[0]
+    assert len(strict_json(tmp_path / "o.json")) == len(records) - 1
+
+
+def test_stage2_no_record_at_all_is_not_a_success(mv_small, tmp_path, capsys):
+    records = json.loads(mv_small.read_text())
+    for record in records.values():
+        del record["views"]
+    (tmp_path / "mv.json").write_text(json.dumps(records))
+    code = cli(llm_cli, "--anno-file", tmp_path / "mv.json", "--prompt-function", "create_between_prompt",
+               "--output-file", tmp_path / "o.json")
+    assert code == 1 and strict_json(tmp_path / "o.json") == []
+
+
+def test_llm_cache_torn_line_stale_answer_and_model_in_key(mv_small, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = tmp_path / "rot.json"
+    cache = Path(f"{out}.cache.jsonl")
+    with StubServer(api_key=KEY) as stub:
+        assert _ask(mv_small, out, stub.url, "--limit", "3") == 0
+        lines = cache.read_text().splitlines()
+        assert len(lines) == 3
+        stale = json.loads(lines[0])
+        stale["reply"] = "Seen from its left side, nothing in particular."   # fails today's rotation check
+        cache.write_text("\n".join([json.dumps(stale)] + lines[1:]) + '\n{"key": "torn by a ki')   # a torn last line
+        before = len(stub.log)
+        assert _ask(mv_small, out, stub.url, "--limit", "4") == 0
+        assert len(stub.log) - before == 2                               # the stale one and the new one, nothing else
+        for line in cache.read_text().splitlines()[:-3] + cache.read_text().splitlines()[-2:]:
+            json.loads(line)                                             # every entry on a line of its own
+        assert len(strict_json(out)) == 4
+        before = len(stub.log)
+        assert _ask(mv_small, out, stub.url, "--limit", "4", "--model", "other-model") == 0
+        assert len(stub.log) - before == 4                               # the model is part of the key
+    _no_key(tmp_path)
+
+
+def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_small, tmp_path):
+    out = tmp_path / "rot.json"
+    cache = Path(f"{out}.cache.jsonl")
+    with StubServer(api_key=KEY, latency=0.1) as stub:
+        child = subprocess.Popen([sys.executable, str(ROOT / "llm_based_query.py"), "--anno-file", mv_small,
+                                  "--prompt-function", "create_rotation_prompt", "--output-file", out, "--backend",
+                                  "openai", "--base-url", stub.url, "--concurrency", "2"],
+                                 env=dict(os.environ, OPENAI_API_KEY=KEY), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        _wait(lambda: cache.exists() and len(cache.read_text().splitlines()) >= 3)
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=60)
+        err = child.stderr.read()
+    assert code == 130 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
+    assert all(json.loads(line)["status"] == "ok" for line in cache.read_text().splitlines())
+    assert not out.exists()
+
+
+def test_llava_loader_joins_image_root_and_finds_every_image(scenes_dir, tmp_path):
+    """What LLaVA-1.5's LazySupervisedDataset (v1) does with a record: image_folder / image opens; one <image>
+    at the start of the first human turn; turns alternate; no answer holds what breaks its masking."""
+    env = dict(os.environ, PYTHON=sys.executable, DATASET_BASE="/datasets/synthetic_scenes/images")
+    dataset = Path(shutil.copytree(scenes_dir, tmp_path / "ds", symlinks=True))
+    proc = subprocess.run(["bash", str(ROOT / "run_spacesgg.sh"), dataset, tmp_path / "out"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for kind in ("layer", "between", "rotation"):
+        for record in strict_json(tmp_path / "out" / f"{kind}.json"):
+            with Image.open(os.path.join(dataset / "images", record["image"])) as im:
+                im.convert("RGB")
+            turns = record["conversations"]
+            assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+            assert turns[0]["value"].startswith("<image>\n") and sum(t["value"].count("<image>") for t in turns) == 1
+            for t in turns[1::2]:
+                assert "</s>" not in t["value"] and "USER:" not in t["value"] and "ASSISTANT:" not in t["value"]
+
+
+def test_wrapper_goes_on_past_exit_1_and_stops_at_2(scenes_dir, tmp_path):
+    dataset = Path(shutil.copytree(scenes_dir, tmp_path / "ds", symlinks=True))
+    records = json.loads((dataset / "annotations.json").read_text())
+    first = next(iter(records))
+    records[first]["objects"]["o0"]["mask"] = "../../etc/passwd"           # one bad object: steps exit 1
+    (dataset / "annotations.json").write_text(json.dumps(records))
+    env = dict(os.environ, PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(ROOT / "run_spacesgg.sh"), dataset, tmp_path / "out"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 1
+    assert all((tmp_path / "out" / f"{kind}.json").is_file() for kind in ("layer", "between", "rotation"))
+    (dataset / "annotations.json").write_text("{ broken")                 # a fatal input: exit 2, stop there
+    shutil.rmtree(tmp_path / "out")
+    proc = subprocess.run(["bash", str(ROOT / "run_spacesgg.sh"), dataset, tmp_path / "out"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and not (tmp_path / "out" / "multiview.json").exists()
+    assert "summary" in proc.stdout
