@@ -80,6 +80,24 @@ def test_hooks_equal_output_hidden_states_batched_and_text_only(family, tiny_mod
                                        atol=1e-4, rtol=0)
 
 
+def test_rows_of_different_lengths_batched_equal_unbatched(tiny_models, grid_dir):
+    """Qwen2-VL gives each image as many tokens as its size asks: a batch of rows of different lengths."""
+    ex = Extractor(ModelChoice("qwen2-2b", str(tiny_models["qwen2_vl"]), "qwen2_vl"), device="cpu")
+    processor = ex.processor.image_processor
+    processor.size = {"shortest_edge": 28 * 28, "longest_edge": 84 * 84}     # the image size picks the token count
+    query = QUERY.format(a="camel", b="frog")
+    text = ex.prompt(query, with_image=True)
+    target = ex.target_position(text, query, "frog")
+    big = _images(grid_dir / "camel_frog", 1)[0]
+    images = [big, big.resize((448, 224)), big.resize((224, 224))]
+    lengths = ex._inputs([text] * 3, images)["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) > 1, lengths
+    layers = ex.resolve_layers(None)
+    batched = ex.hidden([text] * 3, images, target, layers)
+    for r, image in enumerate(images):
+        torch.testing.assert_close(batched[:, r], ex.hidden([text], [image], target, layers)[:, 0], atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_end_to_end_through_the_cli(family, tiny_models, grid_dir, tmp_path):
     proc = run_script("spatial_id/compute_id.py", "--model", f"{_alias(family)}={tiny_models[family]}", "--image-dir",
