@@ -17,8 +17,7 @@ from batchkit.cli import make_parser, nonnegative_float, nonnegative_int, positi
 from spacesgg.backends import BACKENDS, LLMSettings
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
-from spacesgg.prompt_functions import (DEFAULT_MAX_QA_PAIRS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES,
-                                       PROMPT_FUNCTIONS)
+from spacesgg.prompt_functions import DEFAULT_MAX_QA_PAIRS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES, PROMPT_FUNCTIONS
 from spacesgg.tags import BOX_NORMS
 
 LLM = LLMSettings()        # the defaults, defined once in spacesgg.backends

@@ -8,6 +8,7 @@ goes on (`--debug` adds the traceback).
 import sys
 import time
 import traceback
+from collections import Counter
 
 from tqdm import tqdm
 
@@ -48,6 +49,7 @@ class Tally:
         self.stage = stage
         self.start = time.perf_counter()
         self.done = self.skipped = self.failed = 0
+        self.counts = Counter()              # a stage's own tallies (objects left out, images not found, ...)
 
     def fail(self, message, error=None):
         """Count and report one failure; `error` (an exception) gives the traceback under --debug."""
@@ -90,7 +92,7 @@ def map_records(records, fn, tally, desc):
             report(f"skipped: {e}")
             tally.skipped += 1
             out[key] = record
-        except Exception as e:  # noqa: BLE001 - one bad record costs one record
+        except Exception as e:
             tally.fail_record(key, e)
             if json_problem({key: record}) is None:
                 out[key] = record

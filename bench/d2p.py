@@ -22,10 +22,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.scenes import write_dataset  # noqa: E402
-from spacesgg.camera import load_intrinsics  # noqa: E402
-from spacesgg.d2p import convert_one, plan_jobs  # noqa: E402
-from batchkit.batch import Tally  # noqa: E402
+from batchkit.batch import Tally
+from dataengine.scenes import write_dataset
+from spacesgg.camera import load_intrinsics
+from spacesgg.d2p import convert_one, plan_jobs
 
 
 def reference_convert(image_path, depth_path, ply_path, K, scale_factor):

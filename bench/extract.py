@@ -147,8 +147,8 @@ def main(args):
     if args.mode:
         worker(args)
         return
-    from dataengine.grid import make_objects, tile_pair
     from batchkit.errors import UserError
+    from dataengine.grid import make_objects, tile_pair
     from spatial_id.registry import resolve_device
     from spatial_id.tiny import build_tiny_model
     try:

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dataengine.scenes import write_dataset  # noqa: E402
+from spacesgg.backends import LLMSettings  # noqa: E402
 from spacesgg.d2p import convert_dataset  # noqa: E402
 from spacesgg.layers import aggregate_layers  # noqa: E402
-from spacesgg.backends import LLMSettings
 from spacesgg.llm_query import query  # noqa: E402
 from spacesgg.multiview import multiview_layers  # noqa: E402
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.grid import add_tiling_args, make_grid_data, parse_pairs  # noqa: E402
-from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli
+from dataengine.grid import add_tiling_args, make_grid_data, parse_pairs
 
 
 def build_parser():

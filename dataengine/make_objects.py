@@ -10,9 +10,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.grid import default_objects_dir, make_objects  # noqa: E402
-from dataengine.objects import OBJECT_NAMES, RENDER_SIZE  # noqa: E402
-from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli
+from dataengine.grid import default_objects_dir, make_objects
+from dataengine.objects import OBJECT_NAMES, RENDER_SIZE
 
 
 def build_parser():

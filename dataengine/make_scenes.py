@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.scenes import dataset_is_current, write_dataset  # noqa: E402
-from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
-from batchkit.errors import UserError  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli
+from batchkit.errors import UserError
+from dataengine.scenes import dataset_is_current, write_dataset
 
 
 def build_parser():

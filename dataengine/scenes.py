@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from spacesgg.camera import Intrinsics
 from batchkit.files import write_bytes, write_json
+from spacesgg.camera import Intrinsics
 from spacesgg.io import write_png
 
 WIDTH, HEIGHT = 640, 480

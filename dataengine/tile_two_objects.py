@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataengine.grid import add_tiling_args, default_objects_dir, ensure_objects, tile_pair  # noqa: E402
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import make_parser, run_cli
+from dataengine.grid import add_tiling_args, default_objects_dir, ensure_objects, tile_pair
 
 
 def build_parser():

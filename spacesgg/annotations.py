@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from batchkit.errors import RecordError, UserError
 from batchkit.files import finite, inside, read_json
+
 from .io import read_mask
 
 

@@ -16,10 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
-from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
 from batchkit.errors import RecordError, UserError
 from batchkit.files import write_json, write_npy
 from batchkit.workers import pool_map
+
+from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
 from .io import read_depth, read_rgb
 from .ply import write_ply
 
@@ -89,7 +90,7 @@ def _run(job):
     """(stem, points, error line or None, traceback or None): any exception is this image's error."""
     try:
         return job.stem, convert_one(job), None, None
-    except Exception as e:  # noqa: BLE001 - one bad image costs one image
+    except Exception as e:
         trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, RecordError) else None
         return job.stem, 0, describe(job.stem, e), trace
 
@@ -167,7 +168,7 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
     points = 0
     chunksize = max(1, len(todo) // (max(workers, 1) * 8))
     with tqdm(total=len(todo), desc="d2p", unit="img") as bar:
-        for stem, n, error, trace in pool_map(_run, todo, workers, chunksize):
+        for _stem, n, error, trace in pool_map(_run, todo, workers, chunksize):
             if error:
                 if trace:
                     report(trace.rstrip())

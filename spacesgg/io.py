@@ -10,7 +10,6 @@ from PIL import Image
 from batchkit.errors import RecordError
 from batchkit.files import write_bytes
 
-
 PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}     # channels -> PNG colour type (grey, RGB, RGBA)
 
 

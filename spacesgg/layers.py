@@ -4,21 +4,31 @@
 import numpy as np
 from PIL import Image
 
-from .annotations import (check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask,
-                          object_items, rewrite_path, unknown_relation_ids)
 from batchkit.batch import Tally, map_records, report
-from .d2p import DEFAULT_SCALE_FACTOR
 from batchkit.errors import RecordError
 from batchkit.files import check_output_file, inside, json_problem, write_json
+
+from .annotations import (
+    check_box,
+    check_object,
+    check_rewrite_flags,
+    image_stem,
+    load_annotations,
+    load_object_mask,
+    object_items,
+    rewrite_path,
+    unknown_relation_ids,
+)
+from .d2p import DEFAULT_SCALE_FACTOR
 from .io import read_depth
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
 
 def check_image_size(key, image_path, shape, tally=None):
-    """If the image is found locally, its size must match the depth map; else it is counted on tally.unchecked."""
+    """If the image is found locally, its size must match the depth map; else it is counted as unchecked."""
     if not image_path.is_file():
         if tally is not None:
-            tally.unchecked = getattr(tally, "unchecked", 0) + 1
+            tally.counts["unchecked"] += 1
         return
     try:
         with Image.open(image_path) as im:
@@ -31,8 +41,8 @@ def check_image_size(key, image_path, shape, tally=None):
 
 def warn_unchecked(tally):
     """One warning for all the images that were not found at their annotation paths."""
-    if getattr(tally, "unchecked", 0):
-        report(f"warning: {tally.unchecked} images were not found at their annotation paths, so their sizes were not "
+    if tally.counts["unchecked"]:
+        report(f"warning: {tally.counts['unchecked']} images were not found at their annotation paths, so their sizes were not "
                "checked against the depth maps; pass --dataset-base OLD --data-prefix NEW to find them")
 
 
@@ -73,7 +83,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
                                   "check that the mask matches the depth map")
             obj["depth"] = stats
             items.append((oid, stats["near"], stats["far"]))
-        except Exception as e:  # noqa: BLE001 - one bad object costs one object
+        except Exception as e:
             tally.fail_record(f"{key}: object {oid}", e)
             if json_problem(obj) is not None:
                 continue                         # NaN or invalid text cannot be copied into strict JSON

@@ -17,16 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .annotations import check_rewrite_flags, load_annotations, rewrite_path
-from batchkit.batch import report
-from batchkit.batch import DEBUG, describe, traceback_text
+from batchkit.batch import DEBUG, describe, report, traceback_text
 from batchkit.errors import RecordError, UserError
 from batchkit.files import check_output_file, dumps, write_json
 
-from .annotations import check_key
+from .annotations import check_key, check_rewrite_flags, load_annotations, rewrite_path
 from .backends import BACKENDS, LLMSettings, RequestFailed, ServerUnreachable
-from .prompt_functions import (DEFAULT_MAX_REPLY_CHARS, PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation,
-                               resolve_prompt_function)
+from .prompt_functions import DEFAULT_MAX_REPLY_CHARS, PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation, resolve_prompt_function
 
 DEFAULT_CONCURRENCY = 8
 
@@ -101,7 +98,7 @@ def build_requests(records, prompt_function, stats, **options):
             for request in built:
                 dumps([request.user, request.question, request.facts])     # strict JSON: no NaN, valid text
             requests.extend(built)
-        except Exception as e:  # noqa: BLE001 - one bad record costs one record
+        except Exception as e:
             stats.bad_records += 1
             if DEBUG["on"] and not isinstance(e, UserError):
                 report(traceback_text(e).rstrip())

@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .annotations import (check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask,
-                          object_items, rewrite_path)
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError, Skipped
 from batchkit.files import check_output_file, write_json
+
+from .annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
 from .layers import check_image_size, warn_unchecked
-from .spatial import (DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE,
-                      extents, group_layers, order)
+from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE, extents, group_layers, order
 
 # view name -> rows of the rotation taking centred camera coordinates to (x', y', z')
 VIEWS = {
@@ -82,7 +81,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
     for oid, obj in items:
         if after_stage12 and not (isinstance(obj, dict) and isinstance(obj.get("depth"), dict)):
             report(f"skipped: {key}: object {oid}: rejected by stage 1.2 (no \"depth\"); left out of views and relations")
-            tally.left_out += 1
+            tally.counts["left out"] += 1
             continue
         try:
             check_object(key, oid, obj)
@@ -93,7 +92,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
             if len(pts) == 0:
                 raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid point inside mask {obj['mask']}")
             object_points[oid] = pts
-        except Exception as e:  # noqa: BLE001 - one bad object costs one object
+        except Exception as e:
             tally.fail_record(f"{key}: object {oid}", e)
     if not object_points:
         raise RecordError(f"{key}: no object with valid points")
@@ -110,12 +109,11 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
     check_output_file(output_file)
     records = load_annotations(input_file)
     tally = Tally("multiview_layers")
-    tally.left_out = 0
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
     out = map_records(records, lambda k, r: multiview_record(k, r, point_cloud_dir, mask_dir, tally, dataset_base,
                                                              data_prefix, after_stage12, **rules),
                       tally, "multiview")
     write_json(output_file, out)
     warn_unchecked(tally)
-    tally.summary(f"{tally.left_out} objects left out as stage 1.2 rejected them, wrote {output_file}")
+    tally.summary(f"{tally.counts['left out']} objects left out as stage 1.2 rejected them, wrote {output_file}")
     return tally.exit_code

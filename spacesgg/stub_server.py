@@ -94,7 +94,7 @@ class StubServer:
     def __exit__(self, *exc):
         self.stop()
 
-    def _handler(server):  # noqa: N805 - the closure gives the handler its server
+    def _handler(server):
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"       # keep-alive, as real servers
             disable_nagle_algorithm = True      # headers and body go out at once (no 40 ms delayed-ACK stall)

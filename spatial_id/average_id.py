@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
-from batchkit.errors import UserError  # noqa: E402
-from batchkit.files import check_name  # noqa: E402
-from spatial_id.ids import average_ids, pair_folders  # noqa: E402
+from batchkit.cli import make_parser, run_cli
+from batchkit.errors import UserError
+from batchkit.files import check_name
+from spatial_id.ids import average_ids, pair_folders
 
 
 def build_parser():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
-from spatial_id.ids import AXIS_SIZE, compute_axes  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli
+from spatial_id.ids import AXIS_SIZE, compute_axes
 
 
 def build_parser():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, nonnegative_int, run_cli  # noqa: E402
-from spatial_id.figure import write_fig5  # noqa: E402
-from spatial_id.ids import UNIVERSAL  # noqa: E402
+from batchkit.cli import make_parser, nonnegative_int, run_cli
+from spatial_id.figure import write_fig5
+from spatial_id.ids import UNIVERSAL
 
 
 def build_parser():

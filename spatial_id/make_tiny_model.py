@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, positive_int, run_cli  # noqa: E402
-from spatial_id.tiny import FAMILIES, build_tiny_model  # noqa: E402
+from batchkit.cli import make_parser, positive_int, run_cli
+from spatial_id.tiny import FAMILIES, build_tiny_model
 
 
 def build_parser():

@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
-from spatial_id.extract import Extractor  # noqa: E402
-from spatial_id.ids import pair_folders, text_embeddings  # noqa: E402
-from spatial_id.registry import add_model_args, parse_layers, resolve_model  # noqa: E402
+from batchkit.cli import make_parser, run_cli
+from spatial_id.extract import Extractor
+from spatial_id.ids import pair_folders, text_embeddings
+from spatial_id.registry import add_model_args, parse_layers, resolve_model
 
 
 def build_parser():

@@ -123,8 +123,14 @@ def _gemma3(layers, hidden, image_size):
 
 
 def _internvl(layers, hidden, image_size):
-    from transformers import (GotOcr2ImageProcessor, InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor,
-                              InternVLVideoProcessor, Qwen2Config)
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        Qwen2Config,
+    )
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
     tok = _tokenizer(specials, None, "<|im_end|>", "<|endoftext|>", start_image_token="<img>", end_image_token="</img>",
                      context_image_token="<IMG_CONTEXT>", video_token="<video>")
@@ -144,7 +150,7 @@ def _internvl(layers, hidden, image_size):
 
 
 def _mllama(layers, hidden, image_size):
-    from transformers import (MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor, MllamaProcessor)
+    from transformers import MllamaConfig, MllamaForConditionalGeneration, MllamaImageProcessor, MllamaProcessor
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|start_header_id|>",
                 "<|end_header_id|>", "<|eot_id|>", "<|image|>", "<|python_tag|>"]
     tok = _tokenizer(specials, "<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>", image_token="<|image|>")

@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT))
 
 from dataengine.scenes import write_dataset  # noqa: E402
 from spacesgg.d2p import convert_dataset  # noqa: E402
+from spacesgg.layers import aggregate_layers  # noqa: E402
+from spacesgg.multiview import multiview_layers  # noqa: E402
 
 
 def run_script(script, *args, cwd=None):
@@ -32,3 +34,13 @@ def scenes_dir(tmp_path_factory):
 def scenes_copy(scenes_dir, tmp_path):
     """A writable copy of the synthetic dataset."""
     return Path(shutil.copytree(scenes_dir, tmp_path / "synthetic"))
+
+
+@pytest.fixture(scope="session")
+def mv_file(scenes_dir, tmp_path_factory):
+    """Stage-1.3 output of the synthetic scenes (read-only for tests)."""
+    out = tmp_path_factory.mktemp("stage2")
+    assert aggregate_layers(scenes_dir / "annotations.json", scenes_dir / "depth_maps", scenes_dir / "masks",
+                            out / "layers.json") == 0
+    assert multiview_layers(out / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks", out / "mv.json") == 0
+    return out / "mv.json"

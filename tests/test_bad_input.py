@@ -178,7 +178,7 @@ def test_stage12_and_13_one_bad_record(case, mutate, costs, scenes_dir, folders,
     errors, captured = error_lines(capsys)
     assert code == 0 and not errors, captured.err
     views = strict_json(mv)
-    for k, record in views.items():
+    for record in views.values():
         if not isinstance(record, dict) or "levels" not in record:
             assert not isinstance(record, dict) or "views" not in record
             continue
@@ -520,18 +520,6 @@ def test_fig5_projection_by_hand_and_a_zero_layer():
 
 # ---- stage 2: the LLM path cannot hang or be fooled -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def mv_small(scenes_dir, tmp_path_factory):
-    """Stage-1.3 output of the synthetic scenes, and a copy with one record whose labels break the tags."""
-    from spacesgg.layers import aggregate_layers
-    from spacesgg.multiview import multiview_layers
-    out = tmp_path_factory.mktemp("mv")
-    assert aggregate_layers(scenes_dir / "annotations.json", scenes_dir / "depth_maps", scenes_dir / "masks",
-                            out / "layers.json") == 0
-    assert multiview_layers(out / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks", out / "mv.json") == 0
-    return out / "mv.json"
-
-
 def _ask(mv, out, url, *extra, fn="create_rotation_prompt"):
     return cli(llm_cli, "--anno-file", mv, "--prompt-function", fn, "--output-file", out, "--backend", "openai",
                "--base-url", url, "--backoff", "0.01", "--concurrency", "1", *extra)
@@ -552,12 +540,12 @@ def _no_key(tmp_path):
     ("chatml", (), "rejected"),
     ("leak", (), "redacted"),
 ])
-def test_llm_faults(fault, extra, outcome, mv_small, tmp_path, monkeypatch, capsys):
+def test_llm_faults(fault, extra, outcome, mv_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with StubServer(api_key=KEY, drip=0.05) as stub:
         stub.inject(*[fault] * (2 if outcome == "rejected" else 1))      # a rejected reply is asked once more
         out = tmp_path / "rot.json"
-        code = _ask(mv_small, out, stub.url, "--limit", "1", *extra)
+        code = _ask(mv_file, out, stub.url, "--limit", "1", *extra)
         _errors, captured = error_lines(capsys)
         records = strict_json(out)
         rejects = strict_json(f"{out}.rejects.json")
@@ -583,8 +571,8 @@ def test_retry_after_forms():
         assert retry_after_seconds({"retry-after": junk}) is None
 
 
-def test_comparative_and_rotation_answers_are_checked_against_the_geometry(mv_small):
-    record = next(iter(json.loads(mv_small.read_text()).items()))
+def test_comparative_and_rotation_answers_are_checked_against_the_geometry(mv_file):
+    record = next(iter(json.loads(mv_file.read_text()).items()))
     between = PROMPT_FUNCTIONS["create_between_prompt"].build(*record)[0]
     A, B, rel, a_box, b_box = between.facts["pairs"][0]
     axis = next(i for i, r in enumerate(rel) if r)
@@ -614,8 +602,8 @@ def test_comparative_and_rotation_answers_are_checked_against_the_geometry(mv_sm
     (lambda r: r["objects"]["o0"].update(label=""), "not a non-empty text"),
     (lambda r: r.update(image_size=[0, 0]), "image_size"),
 ])
-def test_stage2_bad_record_costs_one_record(change, needle, mv_small, tmp_path, capsys):
-    records = json.loads(mv_small.read_text())
+def test_stage2_bad_record_costs_one_record(change, needle, mv_file, tmp_path, capsys):
+    records = json.loads(mv_file.read_text())
     key = list(records)[2]
     change(records[key])
     (tmp_path / "mv.json").write_text(json.dumps(records))
@@ -626,8 +614,8 @@ def test_stage2_bad_record_costs_one_record(change, needle, mv_small, tmp_path, 
     assert len(strict_json(tmp_path / "o.json")) == len(records) - 1
 
 
-def test_stage2_no_record_at_all_is_not_a_success(mv_small, tmp_path, capsys):
-    records = json.loads(mv_small.read_text())
+def test_stage2_no_record_at_all_is_not_a_success(mv_file, tmp_path, capsys):
+    records = json.loads(mv_file.read_text())
     for record in records.values():
         del record["views"]
     (tmp_path / "mv.json").write_text(json.dumps(records))
@@ -636,34 +624,34 @@ def test_stage2_no_record_at_all_is_not_a_success(mv_small, tmp_path, capsys):
     assert code == 1 and strict_json(tmp_path / "o.json") == []
 
 
-def test_llm_cache_torn_line_stale_answer_and_model_in_key(mv_small, tmp_path, monkeypatch, capsys):
+def test_llm_cache_torn_line_stale_answer_and_model_in_key(mv_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     out = tmp_path / "rot.json"
     cache = Path(f"{out}.cache.jsonl")
     with StubServer(api_key=KEY) as stub:
-        assert _ask(mv_small, out, stub.url, "--limit", "3") == 0
+        assert _ask(mv_file, out, stub.url, "--limit", "3") == 0
         lines = cache.read_text().splitlines()
         assert len(lines) == 3
         stale = json.loads(lines[0])
         stale["reply"] = "Seen from its left side, nothing in particular."   # fails today's rotation check
         cache.write_text("\n".join([json.dumps(stale)] + lines[1:]) + '\n{"key": "torn by a ki')   # a torn last line
         before = len(stub.log)
-        assert _ask(mv_small, out, stub.url, "--limit", "4") == 0
+        assert _ask(mv_file, out, stub.url, "--limit", "4") == 0
         assert len(stub.log) - before == 2                               # the stale one and the new one, nothing else
         for line in cache.read_text().splitlines()[:-3] + cache.read_text().splitlines()[-2:]:
             json.loads(line)                                             # every entry on a line of its own
         assert len(strict_json(out)) == 4
         before = len(stub.log)
-        assert _ask(mv_small, out, stub.url, "--limit", "4", "--model", "other-model") == 0
+        assert _ask(mv_file, out, stub.url, "--limit", "4", "--model", "other-model") == 0
         assert len(stub.log) - before == 4                               # the model is part of the key
     _no_key(tmp_path)
 
 
-def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_small, tmp_path):
+def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_file, tmp_path):
     out = tmp_path / "rot.json"
     cache = Path(f"{out}.cache.jsonl")
     with StubServer(api_key=KEY, latency=0.1) as stub:
-        child = subprocess.Popen([sys.executable, str(ROOT / "llm_based_query.py"), "--anno-file", mv_small,
+        child = subprocess.Popen([sys.executable, str(ROOT / "llm_based_query.py"), "--anno-file", mv_file,
                                   "--prompt-function", "create_rotation_prompt", "--output-file", out, "--backend",
                                   "openai", "--base-url", stub.url, "--concurrency", "2"],
                                  env=dict(os.environ, OPENAI_API_KEY=KEY), stdout=subprocess.DEVNULL,

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_script
-from dataengine.scenes import render, make_scene
 from dataengine import scenes as sc
+from dataengine.scenes import make_scene, render
 from spacesgg.camera import Intrinsics, load_poses
 from spacesgg.d2p import convert_dataset
 from spacesgg.ply import read_ply

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
-from dataengine.grid import load_render, make_objects, make_grid_data, tile_pair
-from dataengine.objects import OBJECT_NAMES
 from batchkit.errors import UserError
+from conftest import ROOT
+from dataengine.grid import load_render, make_grid_data, make_objects, tile_pair
+from dataengine.objects import OBJECT_NAMES
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_script
-from dataengine.scenes import render, Box, intrinsics
+from dataengine.scenes import Box, intrinsics, render
 from spacesgg.layers import aggregate_layers
 from spacesgg.multiview import multiview_layers
 
@@ -135,7 +135,7 @@ def test_path_rewrite_finds_images(scenes_copy, tmp_path):
 
 def test_float_npy_depth(scenes_copy, tmp_path):
     records = json.loads((scenes_copy / "annotations.json").read_text())
-    for key, record in records.items():
+    for record in records.values():
         d = np.asarray(Image.open(scenes_copy / "depth_maps" / record["depth"])).astype(np.float32) / 5000
         np.save(scenes_copy / "depth_maps" / record["depth"].replace(".png", ".npy"), d)
         record["depth"] = record["depth"].replace(".png", ".npy")

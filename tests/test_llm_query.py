@@ -1,7 +1,6 @@
 """Stage 2: template answers against the stage-1 geometry; the openai backend against a loopback stub server."""
 
 import hashlib
-from collections import Counter
 import json
 import os
 import re
@@ -10,14 +9,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 
-from conftest import ROOT, run_script
 from batchkit.errors import UserError
-from spacesgg.layers import aggregate_layers
+from conftest import ROOT, run_script
 from spacesgg.llm_query import query
-from spacesgg.multiview import multiview_layers
 from spacesgg.prompt_functions.between import parse_qa
 from spacesgg.stub_server import StubServer
 from spacesgg.tags import check_tags, normalise_box
@@ -27,15 +25,6 @@ FUNCTIONS = ("create_layer_prompt", "create_between_prompt", "create_rotation_pr
 WORDS = {"to the left of": (0, -1), "to the right of": (0, 1), "above": (1, -1), "below": (1, 1),
          "in front of": (2, -1), "behind": (2, 1)}
 TAG = r"<ref>[^<>]+</ref><box>\[\[[\d, ]+\]\]</box>"
-
-
-@pytest.fixture(scope="session")
-def mv_file(scenes_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stage2")
-    assert aggregate_layers(scenes_dir / "annotations.json", scenes_dir / "depth_maps", scenes_dir / "masks",
-                            out / "layers.json") == 0
-    assert multiview_layers(out / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks", out / "mv.json") == 0
-    return out / "mv.json"
 
 
 def _load(path):

@@ -1,18 +1,18 @@
 """Spatial-ID extraction on tiny random-weight models of all six families, loaded as users load real ones."""
 
 import shutil
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from batchkit.errors import UserError
 from conftest import ROOT, run_script
 from dataengine.grid import make_objects, tile_pair
-from batchkit.errors import UserError
 from spatial_id.extract import QUERY, Extractor
 from spatial_id.ids import ALL_LAYERS, axes, extract_pair, made_with, read_pair
 from spatial_id.registry import FAMILIES, ModelChoice, resolve_dtype, resolve_model

@@ -54,5 +54,15 @@ def conversation(turns):
     return out
 
 
-__all__ = ["PROMPT_FUNCTIONS", "PROMPT_ALIASES", "Request", "check_reply", "conversation", "seeded_rng",
-           "resolve_prompt_function", "DEFAULT_PAIRS_PER_VIEW", "DEFAULT_MAX_QA_PAIRS", "DEFAULT_MAX_REPLY_CHARS"]
+__all__ = [
+    "DEFAULT_MAX_QA_PAIRS",
+    "DEFAULT_MAX_REPLY_CHARS",
+    "DEFAULT_PAIRS_PER_VIEW",
+    "PROMPT_ALIASES",
+    "PROMPT_FUNCTIONS",
+    "Request",
+    "check_reply",
+    "conversation",
+    "resolve_prompt_function",
+    "seeded_rng",
+]

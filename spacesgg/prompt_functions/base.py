@@ -8,7 +8,7 @@ words state it, or its reverse).
 import random
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from batchkit.errors import RecordError
@@ -63,7 +63,7 @@ class Request:
         return _prompt_file(self.system)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _prompt_file(name):
     """A system prompt, read once per run (every request of a kind shares it)."""
     return (PROMPTS_DIR / name).read_text(encoding="utf-8")
