@@ -79,7 +79,7 @@ def per_image(fns, items, repeats, fresh_dir):
 def main(args):
     with tempfile.TemporaryDirectory() as tmp:
         dataset = write_dataset(Path(tmp) / "scenes", n_scenes=args.images, seed=1)
-        jobs, _, intr = plan_jobs(Tally("bench"), dataset)
+        jobs, _, _cameras = plan_jobs(Tally("bench"), dataset)
         for job in jobs:                                       # warm-up: imports, allocator, page cache
             convert_one(job)
         sizes = (jobs[0].ply.stat().st_size, jobs[0].npy.stat().st_size)

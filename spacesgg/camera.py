@@ -3,6 +3,11 @@
 Camera frame: OpenCV, x right, y down, z forward, metres. Pixel (u, v) is the
 column/row index with no half-pixel offset (as open3d and OpenCV use it), so
 the ray of pixel (u, v) is ((u - cx) / fx, (v - cy) / fy, 1).
+
+Where an image's intrinsics come from, first choice first:
+DATASET/intrinsics.json {stem: [fx, fy, cx, cy]} (written by a depth model
+that estimates its focal length), DATASET/K.txt (one matrix for all), and
+--fov (horizontal, from the image's own width, principal point at its centre).
 """
 
 import math
@@ -11,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from batchkit.errors import UserError
+from batchkit.errors import RecordError, UserError
+from batchkit.files import read_json
 
 DEFAULT_FOV_DEG = 60.0
 POSE_TOLERANCE = 1e-3      # |R R^T - I| and |det R - 1| of a rigid pose
@@ -59,6 +65,49 @@ def load_intrinsics(path):
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise UserError(f"{path}: fx and fy (K[0,0], K[1,1]) must be positive, got {K[0, 0]} and {K[1, 1]}")
     return Intrinsics.from_matrix(K)
+
+
+INTRINSICS_SOURCES = ("intrinsics.json", "K.txt", "--fov")
+
+
+class DatasetCameras:
+    """The intrinsics of every image of a dataset: intrinsics.json per image, else K.txt, else --fov per image."""
+
+    def __init__(self, dataset, fov=DEFAULT_FOV_DEG):
+        dataset = Path(dataset)
+        self.fov = fov
+        self.per_image_path = dataset / "intrinsics.json"
+        self.per_image = read_json(self.per_image_path, "intrinsics file") if self.per_image_path.is_file() else {}
+        if not isinstance(self.per_image, dict):
+            raise UserError(f"{self.per_image_path}: expected {{stem: [fx, fy, cx, cy]}}, found a {type(self.per_image).__name__}")
+        k_path = dataset / "K.txt"
+        self.shared = load_intrinsics(k_path) if k_path.is_file() else None
+
+    def source(self, stem):
+        return "intrinsics.json" if stem in self.per_image else "K.txt" if self.shared else "--fov"
+
+    def for_image(self, stem, width, height):
+        """The Intrinsics of one image of `width` x `height` pixels."""
+        return self.fixed(stem) or Intrinsics.from_fov(width, height, self.fov)
+
+    def fixed(self, stem):
+        """The image's Intrinsics from intrinsics.json or K.txt, or None when they follow from --fov and its size."""
+        if stem in self.per_image:
+            values = self.per_image[stem]
+            try:
+                fx, fy, cx, cy = (float(v) for v in values)
+            except (TypeError, ValueError):
+                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} is not [fx, fy, cx, cy]") from None
+            if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} needs finite numbers and fx, fy > 0")
+            return Intrinsics(fx, fy, cx, cy)
+        return self.shared
+
+    def settings(self):
+        """What the intrinsics depend on, for a stage's recorded settings."""
+        return {"intrinsics.json": self.per_image or None,
+                "K": None if self.shared is None else list(self.shared.matrix().ravel()),
+                "fov": self.fov}
 
 
 def load_poses(path, count):

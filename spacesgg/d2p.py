@@ -9,6 +9,7 @@ everything made with the old ones (even by a run killed mid-way) is redone.
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from batchkit.errors import RecordError, UserError
 from batchkit.files import write_json, write_npy
 from batchkit.workers import pool_map
 
-from .camera import DEFAULT_FOV_DEG, Intrinsics, backproject, load_intrinsics, load_poses, transform_points
+from .camera import DEFAULT_FOV_DEG, INTRINSICS_SOURCES, DatasetCameras, Intrinsics, backproject, load_poses, transform_points
 from .io import read_depth, read_rgb
 from .ply import write_ply
 
@@ -36,7 +37,7 @@ class Job:
     depth: Path
     ply: Path
     npy: Path
-    intr: Intrinsics | None  # None: derive from --fov and the image size
+    intr: Intrinsics | None  # from intrinsics.json or K.txt; None: from --fov and the image size
     fov: float
     scale_factor: float
     max_depth: float
@@ -117,8 +118,7 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     depths = list_by_stem(depth_dir, (".png",))
     if not images:
         raise UserError(f"{images_dir}: no .png or .jpg images")
-    k_path = dataset / "K.txt"
-    intr = load_intrinsics(k_path) if k_path.is_file() else None
+    cameras = DatasetCameras(dataset, fov)
     poses = None
     if world_coordinates:
         poses = dict(zip(sorted(images), load_poses(dataset / "poses.txt", len(images))))
@@ -132,9 +132,14 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
         if stem not in images:
             tally.fail(f"{depths[stem]}: no image {stem}.png/.jpg in {images_dir}")
             continue
+        try:
+            intr = cameras.fixed(stem)
+        except RecordError as e:
+            tally.fail(str(e))
+            continue
         jobs.append(Job(stem, images[stem], depths[stem], out / f"{stem}.ply", out / f"{stem}.npy", intr, fov,
                         scale_factor, max_depth, None if poses is None else poses[stem]))
-    return jobs, out, intr
+    return jobs, out, cameras
 
 
 def _record_settings(settings_file, settings):
@@ -155,16 +160,17 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
                     max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False):
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
     tally = Tally("d2p")
-    jobs, out, intr = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates)
-    settings = {"scale_factor": scale_factor, "fov": None if intr else fov, "max_depth": max_depth,
-                "world_coordinates": world_coordinates, "K": None if intr is None else list(intr.matrix().ravel()),
-                "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
+    jobs, out, cameras = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates)
+    settings = {"scale_factor": scale_factor, "max_depth": max_depth, "world_coordinates": world_coordinates,
+                **cameras.settings(), "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
     settings_file = out / ".d2p_settings.json"
     since = _record_settings(settings_file, settings)
     todo = [j for j in jobs if overwrite or not _is_fresh(j, since)]
     tally.skipped = len(jobs) - len(todo)
-    print(f"d2p: {len(jobs)} image/depth pairs, intrinsics from {'K.txt' if intr else f'--fov {fov}'}, "
-          f"{'world' if world_coordinates else 'camera'}-frame PLY, {tally.skipped} already done", flush=True)
+    sources = Counter(cameras.source(j.stem) for j in jobs)
+    print(f"d2p: {len(jobs)} image/depth pairs, intrinsics from "
+          + ", ".join(f"{sources[s]} {s}{f' {fov:g} deg' if s == '--fov' else ''}" for s in INTRINSICS_SOURCES if sources[s])
+          + f", {'world' if world_coordinates else 'camera'}-frame PLY, {tally.skipped} already done", flush=True)
     points = 0
     chunksize = max(1, len(todo) // (max(workers, 1) * 8))
     with tqdm(total=len(todo), desc="d2p", unit="img") as bar:
@@ -177,6 +183,7 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
                 tally.done += 1
                 points += n
             bar.update()
-    tally.summary(f"{points} points, outputs in {out}")
+    tally.summary(f"{points} points, intrinsics per image: "
+                  + ", ".join(f"{sources[s]} from {s}" for s in INTRINSICS_SOURCES if sources[s]) + f", outputs in {out}")
     return tally.exit_code
 

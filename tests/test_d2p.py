@@ -91,6 +91,36 @@ def test_fov_intrinsics_and_max_depth(scenes_copy, tmp_path):
     np.testing.assert_allclose(points[keep], exact[keep], atol=1e-5)
 
 
+def test_intrinsics_per_image_then_k_then_fov_per_width(scenes_copy, tmp_path, capsys):
+    """intrinsics.json wins for the images it names, K.txt serves the rest; without K.txt, --fov per image width."""
+    depth0 = np.asarray(Image.open(scenes_copy / "depth_maps" / "scene_000.png")).astype(np.float64) / 5000
+    per_image = Intrinsics(fx=600.0, fy=610.0, cx=300.0, cy=250.0)
+    (scenes_copy / "intrinsics.json").write_text(json.dumps({"scene_000": [600, 610, 300, 250]}))
+    out = tmp_path / "a"
+    assert convert_dataset(scenes_copy, output_dir=out) == 0
+    assert "1 from intrinsics.json, 5 from K.txt" in capsys.readouterr().out
+    keep = depth0 > 0
+    np.testing.assert_allclose(np.load(out / "scene_000.npy")[keep], _exact_points(depth0, per_image)[keep], atol=1e-5)
+    depth1 = np.asarray(Image.open(scenes_copy / "depth_maps" / "scene_001.png")).astype(np.float64) / 5000
+    keep1 = depth1 > 0
+    np.testing.assert_allclose(np.load(out / "scene_001.npy")[keep1], _exact_points(depth1, sc.intrinsics())[keep1],
+                               atol=1e-5)
+    # no K.txt: --fov from each image's own width (a half-size image gets half the focal length)
+    (scenes_copy / "K.txt").unlink()
+    for sub in ("images", "depth_maps"):
+        im = Image.open(scenes_copy / sub / "scene_002.png")
+        im.resize((320, 240), Image.NEAREST).save(scenes_copy / sub / "scene_002.png")
+    assert convert_dataset(scenes_copy, output_dir=tmp_path / "b", fov=90.0) == 0
+    small = np.load(tmp_path / "b" / "scene_002.npy")
+    d2 = np.asarray(Image.open(scenes_copy / "depth_maps" / "scene_002.png")).astype(np.float64) / 5000
+    keep2 = d2 > 0
+    np.testing.assert_allclose(small[keep2], _exact_points(d2, Intrinsics.from_fov(320, 240, 90.0))[keep2], atol=1e-5)
+    # a bad entry costs its image only
+    (scenes_copy / "intrinsics.json").write_text(json.dumps({"scene_000": [600, "nan", 300, 250], "scene_001": [1, 2]}))
+    assert convert_dataset(scenes_copy, output_dir=tmp_path / "c") == 1
+    assert sorted(p.stem for p in (tmp_path / "c").glob("*.npy")) == ["scene_002", "scene_003", "scene_004", "scene_005"]
+
+
 def test_rerun_skips_finished_images_and_parallel_equals_serial(scenes_copy, tmp_path, capsys):
     assert np.load(scenes_copy / "point_clouds" / "scene_000.npy")[150, 100, 2] == pytest.approx(7.0)   # the back wall
     assert convert_dataset(scenes_copy, workers=2) == 0
