@@ -21,7 +21,7 @@ if behind. Ambiguity rule: an order is stated only when the two objects'
 import sys
 
 from batchkit.cli import make_parser, run_cli
-from spacesgg.cli import add_layer_args, add_order_args, add_path_rewrite_args
+from spacesgg.cli import add_layer_args, add_mask_args, add_order_args, add_path_rewrite_args
 from spacesgg.multiview import multiview_layers
 
 
@@ -33,13 +33,14 @@ def build_parser():
     p.add_argument("--output-file", required=True, help="annotation JSON to write (atomically)")
     add_path_rewrite_args(p)
     add_layer_args(p)
+    add_mask_args(p)
     add_order_args(p)
     return p
 
 
 def main(args):
     return multiview_layers(args.input_file, args.point_cloud_dir, args.mask_dir, args.output_file, args.dataset_base,
-                            args.data_prefix, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
+                            args.data_prefix, mask_erode=args.mask_erode, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
                             overlap_tolerance=args.overlap_tolerance, min_separation=args.min_separation)
 
 

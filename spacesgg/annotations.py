@@ -10,6 +10,8 @@ not objects are copied through unchanged.
 
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from batchkit.errors import RecordError, UserError
 from batchkit.files import finite, inside, read_json
 
@@ -148,10 +150,28 @@ def check_box(key, oid, box, width, height):
                           "boxes are pixels [x0, y0, x1, y1] with x1 > x0, y1 > y0")
 
 
-def load_object_mask(key, oid, obj, mask_dir, shape):
-    """The object's boolean mask (a file name inside mask_dir), checked against the image shape."""
+def erode(mask, pixels):
+    """The mask shrunk by `pixels` on every side (OpenCV erosion with a square kernel of side 2 x pixels + 1).
+
+    Against flying pixels: estimated depth smears object borders into the background, so the border's depths
+    are dropped before any statistic is taken.
+    """
+    if not pixels:
+        return mask
+    import cv2
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * pixels + 1, 2 * pixels + 1))
+    return cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+
+
+def load_object_mask(key, oid, obj, mask_dir, shape, mask_erode=0):
+    """The object's boolean mask (a file name inside mask_dir), checked against the image shape, eroded."""
     try:
-        return read_mask(inside(mask_dir, obj["mask"], "mask"), shape)
+        mask = read_mask(inside(mask_dir, obj["mask"], "mask"), shape)
     except RecordError as e:
         raise RecordError(f"{key}: object {oid}: {e}") from None
+    mask = erode(mask, mask_erode)
+    if not mask.any():
+        raise RecordError(f"{key}: object {oid}: mask {obj['mask']} is empty after --mask-erode {mask_erode}; "
+                          "lower it for small objects")
+    return mask
 

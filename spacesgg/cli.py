@@ -1,6 +1,6 @@
 """Flags that several SpaceSGG stages share (the runner and parser live in batchkit.cli)."""
 
-from batchkit.cli import nonnegative_float
+from batchkit.cli import nonnegative_float, nonnegative_int
 
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE
 
@@ -24,3 +24,9 @@ def add_order_args(p):
                         "than this fraction of the shorter one (default %(default)g); else 0 (ambiguous)")
     p.add_argument("--min-separation", type=nonnegative_float, default=DEFAULT_MIN_SEPARATION,
                    help="and only if the medians are at least this many metres apart (default %(default)g)")
+
+
+def add_mask_args(p):
+    p.add_argument("--mask-erode", type=nonnegative_int, default=0,
+                   help="shrink every mask by this many pixels (OpenCV erosion) before depth is read, against the "
+                        "flying pixels that estimated depth smears over object borders (default %(default)s)")

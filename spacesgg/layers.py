@@ -58,7 +58,7 @@ def depth_stats(depth, mask):
 
 
 def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_base=None, data_prefix=None,
-                 layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
+                 layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL, mask_erode=0):
     """The record with "depth" stats on each good object and "levels"; bad objects are reported and left out."""
     items_in = object_items(key, record)
     depth_name = record.get("depth") or f"{image_stem(key)}.png"
@@ -76,7 +76,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
             check_object(key, oid, obj)
             obj = dict(obj)
             check_box(key, oid, obj["box"], width, height)
-            mask = load_object_mask(key, oid, obj, mask_dir, depth.shape)
+            mask = load_object_mask(key, oid, obj, mask_dir, depth.shape, mask_erode)
             stats = depth_stats(depth, mask)
             if stats is None:
                 raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid depth inside mask {obj['mask']}; "
@@ -96,14 +96,15 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
 
 
 def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=None, data_prefix=None,
-                     scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL):
+                     scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL,
+                     mask_erode=0):
     """Run stage 1.2 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
     records = load_annotations(input_file)
     tally = Tally("layers_aggregation")
     out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,
-                                                         data_prefix, layer_gap, layer_gap_rel),
+                                                         data_prefix, layer_gap, layer_gap_rel, mask_erode),
                       tally, "layers")
     write_json(output_file, out)
     warn_unchecked(tally)

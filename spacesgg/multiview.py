@@ -65,7 +65,7 @@ def view_relations(object_points, centre, layer_gap=DEFAULT_LAYER_GAP, layer_gap
 
 
 def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base=None, data_prefix=None,
-                     after_stage12=False, **rules):
+                     after_stage12=False, mask_erode=0, **rules):
     """The record with "views" and "order_list" added; bad objects, and those stage 1.2 rejected, are left out.
 
     `after_stage12`: the file is stage 1.2's output, so a record without "levels" and an object without "depth"
@@ -86,7 +86,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
         try:
             check_object(key, oid, obj)
             check_box(key, oid, obj["box"], shape[1], shape[0])
-            mask = load_object_mask(key, oid, obj, mask_dir, shape)
+            mask = load_object_mask(key, oid, obj, mask_dir, shape, mask_erode)
             pts = points[mask]
             pts = pts[~np.isnan(pts[:, 2])].astype(np.float64)
             if len(pts) == 0:
@@ -103,7 +103,8 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
     return out
 
 
-def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, **rules):
+def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, mask_erode=0,
+                     **rules):
     """Run stage 1.3 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
@@ -111,7 +112,7 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
     tally = Tally("multiview_layers")
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
     out = map_records(records, lambda k, r: multiview_record(k, r, point_cloud_dir, mask_dir, tally, dataset_base,
-                                                             data_prefix, after_stage12, **rules),
+                                                             data_prefix, after_stage12, mask_erode, **rules),
                       tally, "multiview")
     write_json(output_file, out)
     warn_unchecked(tally)

@@ -187,3 +187,26 @@ def test_malformed_json_and_missing_point_map(scenes_copy, tmp_path):
                       scenes_copy / "point_clouds", "--mask-dir", scenes_copy / "masks", "--output-file", tmp_path / "m.json")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "scene_004.npy not found; run d2p.py" in proc.stderr and "5 done, 0 skipped, 1 failed" in proc.stdout
+
+
+def test_mask_erode_shrinks_masks_by_the_expected_pixels(scenes_dir, tmp_path):
+    from spacesgg.annotations import erode
+    mask = np.zeros((60, 80), bool)
+    mask[10:30, 20:50] = True                                   # 20 x 30
+    assert erode(mask, 3).sum() == 14 * 24 and erode(mask, 0).sum() == 600
+    assert erode(mask, 3)[13:27, 23:47].all() and not erode(mask, 10).any()
+    edge = np.zeros((60, 80), bool)
+    edge[:10, :10] = True                                       # the image border erodes too
+    assert erode(edge, 2).sum() == 6 * 6
+    code, plain = _stage12(scenes_dir, tmp_path / "plain")
+    code_eroded, eroded = _stage12(scenes_dir, tmp_path / "eroded", mask_erode=2)
+    assert code == code_eroded == 0
+    key = next(iter(eroded))
+    record = eroded[key]
+    depth = np.asarray(Image.open(scenes_dir / "depth_maps" / record["depth"])).astype(np.float32) / 5000
+    for oid, obj in record["objects"].items():
+        m = erode(np.asarray(Image.open(scenes_dir / "masks" / obj["mask"])) != 0, 2)
+        assert obj["depth"]["pixels"] == int((depth[m] > 0).sum()) < plain[key]["objects"][oid]["depth"]["pixels"]
+    mv = multiview_layers(tmp_path / "eroded" / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks",
+                          tmp_path / "mv.json", mask_erode=2)
+    assert mv == 0
