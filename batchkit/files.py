@@ -83,6 +83,22 @@ def write_json(path, obj, indent=1):
         tmp.write_text(text, encoding="utf-8")
 
 
+def record_settings(path, settings):
+    """Record the settings a stage's outputs are made with, before any output; returns the time since they hold.
+
+    The file is left alone when it already holds these settings. The time is its modification time, from the
+    same clock as the outputs' times: an output older than it was made with other settings and is redone.
+    """
+    path = Path(path)
+    try:
+        same = json.loads(path.read_text(encoding="utf-8")) == json.loads(dumps(settings))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        write_json(path, settings)
+    return path.stat().st_mtime
+
+
 def write_npy(path, array):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -8,7 +8,6 @@ everything made with the old ones (even by a run killed mid-way) is redone.
 """
 
 import hashlib
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
 from batchkit.errors import RecordError, UserError
-from batchkit.files import write_json, write_npy
+from batchkit.files import record_settings, write_npy
 from batchkit.workers import pool_map
 
 from .camera import DEFAULT_FOV_DEG, INTRINSICS_SOURCES, DatasetCameras, Intrinsics, backproject, load_poses, transform_points
@@ -142,20 +141,6 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     return jobs, out, cameras
 
 
-def _record_settings(settings_file, settings):
-    """Write the settings before any output (unless recorded already); returns the time since they hold.
-
-    That time is the settings file's own modification time, from the same clock as the outputs' times.
-    """
-    try:
-        same = json.loads(settings_file.read_text(encoding="utf-8")) == settings
-    except (OSError, ValueError):
-        same = False
-    if not same:
-        write_json(settings_file, settings)
-    return settings_file.stat().st_mtime
-
-
 def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
                     max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False):
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
@@ -164,7 +149,7 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
     settings = {"scale_factor": scale_factor, "max_depth": max_depth, "world_coordinates": world_coordinates,
                 **cameras.settings(), "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
     settings_file = out / ".d2p_settings.json"
-    since = _record_settings(settings_file, settings)
+    since = record_settings(settings_file, settings)
     todo = [j for j in jobs if overwrite or not _is_fresh(j, since)]
     tally.skipped = len(jobs) - len(todo)
     sources = Counter(cameras.source(j.stem) for j in jobs)

@@ -4,11 +4,16 @@ import json
 import os
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 from pycocotools import mask as coco_mask
 
 from batchkit.cli import run_cli
+from dataengine import estimate_depth as estimate_depth_cli
 from dataengine import import_coco as import_coco_cli
+from dataengine.models import DEPTH_FAMILIES
+from dataengine.tiny_frontend import BUILDERS, build_tiny
 
 
 def cli(module, *args):
@@ -71,3 +76,92 @@ def test_coco_polygons_and_rle_decode_to_the_right_pixels(tmp_path, capsys):
     assert [sorted(o["coco_id"] for o in r["objects"].values()) for r in only.values()] == [[10]]
     assert cli(import_coco_cli, "--instances", tmp_path / "instances.json", "--image-dir", images, "--output-dir",
                tmp_path / "ds3", "--categories", "unicorn") == 2
+
+
+# ---- metric depth ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def tiny_frontend(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_frontend")
+    return {kind: build_tiny(kind, root / kind) for kind in BUILDERS}
+
+
+def _photos(root, sizes=((64, 48), (64, 48), (40, 30))):
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k, (w, h) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"p{k}.jpg" if k % 2 else images / f"p{k}.png")
+    return root
+
+
+def _own_prediction(model_dir, image_path):
+    """The model's own post-processed depth of one image, run the plain transformers way."""
+    import transformers
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    cls = getattr(transformers, DEPTH_FAMILIES[config.model_type])
+    model = cls.from_pretrained(model_dir).eval()
+    processor = transformers.AutoProcessor.from_pretrained(model_dir)
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    with torch.no_grad():
+        outputs = model(**processor(images=[image], return_tensors="pt"))
+    size = [image.shape[:2]]
+    extra = {"source_sizes": size} if config.model_type == "zoedepth" else {}
+    return processor.post_process_depth_estimation(outputs, target_sizes=size, **extra)[0]
+
+
+@pytest.mark.parametrize("family", ["depth_anything", "depth_pro", "zoedepth"])
+def test_depth_png_is_the_models_own_prediction_batched_or_not(family, tiny_frontend, tmp_path, capsys):
+    dataset = _photos(tmp_path / "ds")
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend[family], "--batch-size", 2,
+               "--scale-factor", 1000, "--device", "cpu") == 0
+    one = _photos(tmp_path / "one")
+    assert cli(estimate_depth_cli, "--dataset-path", one, "--model", tiny_frontend[family], "--batch-size", 1,
+               "--scale-factor", 1000, "--device", "cpu") == 0
+    for image in sorted((dataset / "images").iterdir()):
+        png = np.asarray(Image.open(dataset / "depth_maps" / f"{image.stem}.png"))
+        w, h = Image.open(image).size
+        assert png.dtype == np.uint16 and png.shape == (h, w)
+        own = _own_prediction(tiny_frontend[family], image)
+        want = own["predicted_depth"].numpy()
+        valid = png > 0
+        assert valid.mean() > 0.5
+        np.testing.assert_allclose(png[valid] / 1000, want[valid], atol=1 / 1000)           # one quantisation step
+        single = np.asarray(Image.open(one / "depth_maps" / f"{image.stem}.png")).astype(int)
+        assert np.abs(single - png.astype(int)).max() <= 1                                   # batched == one by one
+        if family == "depth_pro":
+            fx, fy, cx, cy = json.loads((dataset / "intrinsics.json").read_text())[image.stem]
+            assert fx == fy == pytest.approx(float(own["focal_length"]), rel=1e-5)
+            assert (cx, cy) == ((w - 1) / 2, (h - 1) / 2)
+    assert (family == "depth_pro") == (dataset / "intrinsics.json").is_file()
+    settings = json.loads((dataset / "depth_maps" / "depth_settings.json").read_text())
+    assert settings["snapshot"] == str(tiny_frontend[family].resolve()) and settings["scale_factor"] == 1000
+
+
+def test_depth_invalid_values_resume_and_bad_input(tiny_frontend, tmp_path, capsys):
+    model = tiny_frontend["depth_anything"]                        # random weights: about 10 m everywhere
+    dataset = _photos(tmp_path / "ds")
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", model, "--max-depth", 5, "--device", "cpu") == 0
+    assert not any(np.asarray(Image.open(p)).any() for p in (dataset / "depth_maps").glob("*.png"))
+    assert "pixels set to 0" in capsys.readouterr().out
+    stamps = {p.name: p.stat().st_mtime_ns for p in (dataset / "depth_maps").glob("*.png")}
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", model, "--max-depth", 5, "--device", "cpu") == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (dataset / "depth_maps").glob("*.png")} == stamps   # resumed
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", model, "--device", "cpu") == 0   # other settings
+    assert all(np.asarray(Image.open(p)).any() for p in (dataset / "depth_maps").glob("*.png"))
+    # 16 bits at scale 5000 hold 13.1 m: a 20 m model output at scale 10000 would overflow, and becomes 0
+    (dataset / "images" / "p1.jpg").write_bytes(b"")                 # an unreadable image costs that image
+    capsys.readouterr()
+    code = cli(estimate_depth_cli, "--dataset-path", dataset, "--model", model, "--device", "cpu", "--overwrite")
+    err = capsys.readouterr().err
+    assert code == 1 and sum(line.startswith("error:") for line in err.splitlines()) == 1 and "p1.jpg" in err
+    for bad, needle in ((tiny_frontend["depth_anything_relative"], "relative-depth"), ("midas-large", "neither a known"),
+                        (tmp_path / "nowhere", "neither a known")):
+        code = cli(estimate_depth_cli, "--dataset-path", dataset, "--model", bad)
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0], errors
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", qwen) == 2
+    assert "not a metric depth model" in capsys.readouterr().err
