@@ -47,11 +47,59 @@ def _zoedepth():
     return T.ZoeDepthForDepthEstimation(config), processor
 
 
+def _sam_parts():
+    vision = dict(hidden_size=16, output_channels=16, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+                  patch_size=8, window_size=4, global_attn_indexes=[1], mlp_dim=32, num_pos_feats=8)
+    prompt = dict(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+    decoder = dict(hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16)
+    return vision, prompt, decoder
+
+
+def _sam_image_processor():
+    import transformers as T
+    return T.SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
+                               mask_size={"longest_edge": 16}, mask_pad_size={"height": 16, "width": 16})
+
+
+def _sam():
+    import transformers as T
+    vision, prompt, decoder = _sam_parts()
+    config = T.SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    return T.SamModel(config), T.SamProcessor(image_processor=_sam_image_processor())
+
+
+def _sam_hq():
+    import transformers as T
+    vision, prompt, decoder = _sam_parts()
+    config = T.SamHQConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=dict(decoder, vit_dim=16))
+    return T.SamHQModel(config), T.SamHQProcessor(image_processor=_sam_image_processor())
+
+
+def _sam2():
+    import transformers as T
+    backbone = T.Sam2HieraDetConfig(hidden_size=12, image_size=128, patch_stride=4, patch_kernel_size=7, patch_padding=3,
+                                    blocks_per_stage=[1, 2, 7, 2], embed_dim_per_stage=[12, 24, 48, 96],
+                                    num_attention_heads_per_stage=[1, 2, 4, 8])
+    vision = T.Sam2VisionConfig(backbone_config=backbone, backbone_channel_list=[96, 48, 24, 12],
+                                backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], fpn_hidden_size=32)
+    prompt = T.Sam2PromptEncoderConfig(image_size=128, patch_size=16, mask_input_channels=8, hidden_size=32)
+    decoder = T.Sam2MaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                                      iou_head_hidden_dim=32)
+    config = T.Sam2Config(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)
+    processor = T.Sam2Processor(image_processor=T.Sam2ImageProcessor(size={"height": 128, "width": 128},
+                                                                     mask_size={"height": 32, "width": 32}),
+                                target_size=128, point_pad_value=-10)
+    return T.Sam2Model(config), processor
+
+
 BUILDERS = {
     "depth_anything": _depth_anything,
     "depth_anything_relative": lambda: _depth_anything(relative=True),
     "depth_pro": _depth_pro,
     "zoedepth": _zoedepth,
+    "sam": _sam,
+    "sam_hq": _sam_hq,
+    "sam2": _sam2,
 }
 
 

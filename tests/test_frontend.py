@@ -12,6 +12,7 @@ from pycocotools import mask as coco_mask
 from batchkit.cli import run_cli
 from dataengine import estimate_depth as estimate_depth_cli
 from dataengine import import_coco as import_coco_cli
+from dataengine import segment_objects as segment_cli
 from dataengine.models import DEPTH_FAMILIES
 from dataengine.tiny_frontend import BUILDERS, build_tiny
 
@@ -165,3 +166,62 @@ def test_depth_invalid_values_resume_and_bad_input(tiny_frontend, tmp_path, caps
     (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", qwen) == 2
     assert "not a metric depth model" in capsys.readouterr().err
+
+
+# ---- box-prompted masks ---------------------------------------------------------------------------------------------
+
+def _boxed_dataset(root):
+    dataset = _photos(root, sizes=((64, 48), (40, 30)))
+    records = {str(dataset / "images" / "p0.png"): {"caption": "", "objects": {
+                   "o0": {"label": "cup", "box": [5, 5, 30, 30]},
+                   "o1": {"label": "dog", "box": [20, 10, 60, 40]},
+                   "o2": {"label": "kept", "box": [1, 1, 9, 9], "mask": "given.png"}}},
+               "/elsewhere/p1.jpg": {"caption": "", "objects": {                      # found in DATASET/images
+                   "o0": {"label": "cat", "box": [2, 2, 38, 28]},
+                   "o1": {"label": "bad", "box": [30, 20, 90, 90]}}}}                   # outside the 40 x 30 image
+    (dataset / "a.json").write_text(json.dumps(records))
+    return dataset
+
+
+@pytest.mark.parametrize("family", ["sam", "sam_hq", "sam2"])
+def test_masks_are_the_models_best_per_box_each_box_once(family, tiny_frontend, tmp_path, monkeypatch, capsys):
+    from dataengine.segment import Segmenter
+    dataset = _boxed_dataset(tmp_path / "ds")
+    prompted, real = [], Segmenter.masks
+
+    def counting(self, image, boxes):
+        prompted.append(len(boxes))
+        return real(self, image, boxes)
+    monkeypatch.setattr(Segmenter, "masks", counting)
+    code = cli(segment_cli, "--dataset-path", dataset, "--input-file", dataset / "a.json", "--output-file",
+               dataset / "b.json", "--model", tiny_frontend[family], "--device", "cpu")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and "o1" in errors[0] and "outside" in errors[0]
+    assert prompted == [2, 1]                        # each image's boxes in one prompt; the bad box is never asked
+    out = json.loads((dataset / "b.json").read_text())
+    assert out["/elsewhere/p1.jpg"]["objects"]["o0"]["mask"] == "p1_o0.png" and "mask" not in out["/elsewhere/p1.jpg"]["objects"]["o1"]
+    first = out[str(dataset / "images" / "p0.png")]["objects"]
+    assert first["o2"]["mask"] == "given.png" and "mask_score" not in first["o2"]
+    for oid in ("o0", "o1"):
+        mask = np.asarray(Image.open(dataset / "masks" / first[oid]["mask"]))
+        assert first[oid]["mask"] == f"p0_{oid}.png" and mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
+    # the model's own best-scoring mask for box o0, computed the plain transformers way
+    import transformers
+    model = getattr(transformers, {"sam": "SamModel", "sam_hq": "SamHQModel", "sam2": "Sam2Model"}[family]).from_pretrained(
+        tiny_frontend[family]).eval()
+    processor = transformers.AutoProcessor.from_pretrained(tiny_frontend[family])
+    image = np.asarray(Image.open(dataset / "images" / "p0.png").convert("RGB"))
+    inputs = processor(images=[image], input_boxes=[[[5.0, 5.0, 30.0, 30.0]]], return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs, multimask_output=True)
+    extra = [] if family == "sam2" else [inputs["reshaped_input_sizes"]]
+    candidates = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], *extra)[0][0]
+    best = candidates[int(outputs.iou_scores[0, 0].argmax())].numpy()
+    assert np.array_equal(np.asarray(Image.open(dataset / "masks" / "p0_o0.png")) > 0, best)
+    assert first["o0"]["mask_score"] == pytest.approx(float(outputs.iou_scores[0, 0].max()), abs=1e-4)
+    # a rerun reuses the masks made with these settings
+    prompted.clear()
+    stamp = (dataset / "masks" / "p0_o0.png").stat().st_mtime_ns
+    cli(segment_cli, "--dataset-path", dataset, "--input-file", dataset / "a.json", "--output-file", dataset / "b.json",
+        "--model", tiny_frontend[family], "--device", "cpu")
+    assert prompted == [] and (dataset / "masks" / "p0_o0.png").stat().st_mtime_ns == stamp
