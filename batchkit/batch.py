@@ -92,7 +92,7 @@ def map_records(records, fn, tally, desc):
             report(f"skipped: {e}")
             tally.skipped += 1
             out[key] = record
-        except Exception as e:
+        except Exception as e:  # one bad record costs one record
             tally.fail_record(key, e)
             if json_problem({key: record}) is None:
                 out[key] = record

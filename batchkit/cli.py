@@ -77,7 +77,7 @@ def run_cli(main, parser, argv=None):
     except Terminated:
         print("terminated; rerun the same command to resume", file=sys.stderr)
         return 143
-    except Exception as e:
+    except Exception as e:  # a bug: show it
         print(traceback_text(e), file=sys.stderr, end="")
         print(f"error: unexpected {type(e).__name__} (a bug; please report it with the traceback above)", file=sys.stderr)
         return 3

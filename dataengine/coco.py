@@ -124,7 +124,7 @@ def import_coco(instances_file, image_dir, output_dir, captions_file=None, min_a
             records[str(link.parent.resolve() / link.name)] = {
                 "depth": f"{stem}.png", "caption": captions.get(im["id"], ""), "objects": objects, "relations": []}
             tally.done += 1
-        except Exception as e:  # noqa: BLE001 - one bad image costs one image
+        except Exception as e:  # one bad image costs one image
             tally.fail_record(name, e)
     write_json(annotations_file, records)
     tally.summary(", ".join(f"{n} {why} skipped" for why, n in sorted(skipped.items()))

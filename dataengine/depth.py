@@ -137,7 +137,7 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
     for stem, path in todo.items():
         try:
             groups[image_size(path)].append(stem)
-        except Exception as e:  # noqa: BLE001 - one unreadable image costs one image
+        except Exception as e:  # one unreadable image costs one image
             tally.fail_record(path, e)
     print(f"estimate_depth: {len(images)} images, {choice.name} ({choice.source}) on {estimator.device} "
           f"{estimator.dtype_name}, {tally.skipped} already done", flush=True)
@@ -150,14 +150,14 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
                     for stem in stems[start:start + batch_size]:
                         try:
                             batch.append((stem, read_rgb(images[stem])))
-                        except Exception as e:  # noqa: BLE001
+                        except Exception as e:  # an unreadable image costs that image
                             tally.fail_record(images[stem], e)
                             bar.update()
                     if not batch:
                         continue
                     try:
                         depths, focals = estimator.predict([rgb for _, rgb in batch])
-                    except Exception as e:  # noqa: BLE001 - a failed batch costs its images
+                    except Exception as e:  # a failed batch costs its images
                         for stem, _ in batch:
                             tally.fail_record(images[stem], e)
                         bar.update(len(batch))

@@ -152,7 +152,7 @@ def decodes(path):
         with Image.open(path) as im:
             im.verify()
         return True
-    except Exception:
+    except Exception:  # any failure means: make it again
         return False
 
 
@@ -285,7 +285,7 @@ def _tile_job(args):
     a, b, kwargs = args
     try:
         return a, b, tile_pair(a, b, **kwargs), None, None
-    except Exception as e:
+    except Exception as e:  # one bad pair costs one pair
         trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, UserError) else None
         return a, b, "failed", describe(f"pair {a}_{b}", e), trace
 

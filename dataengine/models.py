@@ -49,8 +49,8 @@ def resolve(model, registry, families, what):
         raise UserError(f"{path}: no model folder (config.json missing); save one with save_pretrained or use an alias")
     family = config.get("model_type")
     if family not in families:
-        raise UserError(f"{path}: a {family!r} model, not a {what} model of the registry "
-                        f"({', '.join(sorted(families))}); pick one of those")
+        raise UserError(f"{path}: a {family!r} model, which the {what} registry does not hold "
+                        f"(families: {', '.join(sorted(families))}); pick a model of one of those")
     return Choice(path.name, str(path.resolve()), family)
 
 

@@ -84,7 +84,7 @@ def segment_record(key, record, segmenter, dataset, mask_dir, since, overwrite, 
             check_name(str(oid).replace("_", "-"), "object id")
             check_object(key, oid, dict(obj, mask=obj.get("mask") or "pending"))
             wanted.append(oid)
-        except Exception as e:  # noqa: BLE001 - one bad object costs one object
+        except Exception as e:  # one bad object costs one object
             tally.fail_record(f"{key}: object {oid}", e)
     if not wanted:
         return record

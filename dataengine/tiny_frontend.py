@@ -92,6 +92,46 @@ def _sam2():
     return T.Sam2Model(config), processor
 
 
+LABEL_WORDS = ["a", "photo", "of", "the", "chair", "table", "lamp", "cup", "dog", "cat", "person", "tv", "plant", "sofa"]
+
+
+def _grounding_dino():
+    import transformers as T
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *LABEL_WORDS]
+    tokenizer = T.BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    swin = T.SwinConfig(window_size=7, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=98,
+                        out_indices=[2, 3, 4])
+    text = {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 8, "max_position_embeddings": 32, "vocab_size": len(words)}
+    config = T.GroundingDinoConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                                   decoder_attention_heads=4, encoder_ffn_dim=4, decoder_ffn_dim=4, num_queries=20,
+                                   num_feature_levels=4, encoder_n_points=2, decoder_n_points=6, use_timm_backbone=False,
+                                   backbone_config=swin, max_text_len=32, text_config=text)
+    processor = T.GroundingDinoProcessor(image_processor=T.GroundingDinoImageProcessor(
+        size={"shortest_edge": 98, "longest_edge": 128}), tokenizer=tokenizer)
+    return T.GroundingDinoForObjectDetection(config), processor
+
+
+def _owlv2():
+    import transformers as T
+    vocab = {"!": 0}                                   # OWL reads a query starting with id 0 as padding
+    for c in "abcdefghijklmnopqrstuvwxyz.":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = T.CLIPTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")
+    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                pad_token_id=vocab["<|endoftext|>"])
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=64,
+                  patch_size=16)
+    config = T.Owlv2Config(text_config=text, vision_config=vision, projection_dim=16)
+    processor = T.Owlv2Processor(image_processor=T.Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                                 tokenizer=tokenizer)
+    return T.Owlv2ForObjectDetection(config), processor
+
+
 BUILDERS = {
     "depth_anything": _depth_anything,
     "depth_anything_relative": lambda: _depth_anything(relative=True),
@@ -100,6 +140,8 @@ BUILDERS = {
     "sam": _sam,
     "sam_hq": _sam_hq,
     "sam2": _sam2,
+    "grounding-dino": _grounding_dino,
+    "owlv2": _owlv2,
 }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from batchkit.errors import RecordError, UserError
+from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import finite, inside, read_json
 
 from .io import read_mask
@@ -89,7 +89,9 @@ def object_items(key, record):
     if not isinstance(record, dict):
         raise RecordError(f"{key}: record is a {type(record).__name__}, expected an object with \"objects\"")
     objects = record.get("objects")
-    if not isinstance(objects, dict) or not objects:
+    if objects == {}:
+        raise Skipped(f"{key}: no objects (e.g. the detector found none); nothing to do")
+    if not isinstance(objects, dict):
         raise RecordError(f"{key}: record has no objects (expected an \"objects\" dict or legacy object lists)")
     return list(objects.items())
 

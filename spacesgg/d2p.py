@@ -90,7 +90,7 @@ def _run(job):
     """(stem, points, error line or None, traceback or None): any exception is this image's error."""
     try:
         return job.stem, convert_one(job), None, None
-    except Exception as e:
+    except Exception as e:  # one bad image costs one image
         trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, RecordError) else None
         return job.stem, 0, describe(job.stem, e), trace
 

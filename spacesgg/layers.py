@@ -83,7 +83,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
                                   "check that the mask matches the depth map")
             obj["depth"] = stats
             items.append((oid, stats["near"], stats["far"]))
-        except Exception as e:
+        except Exception as e:  # one bad object costs one object
             tally.fail_record(f"{key}: object {oid}", e)
             if json_problem(obj) is not None:
                 continue                         # NaN or invalid text cannot be copied into strict JSON

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from batchkit.batch import DEBUG, describe, report, traceback_text
-from batchkit.errors import RecordError, UserError
+from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import check_output_file, dumps, write_json
 
 from .annotations import check_key, check_rewrite_flags, load_annotations, rewrite_path
@@ -98,7 +98,9 @@ def build_requests(records, prompt_function, stats, **options):
             for request in built:
                 dumps([request.user, request.question, request.facts])     # strict JSON: no NaN, valid text
             requests.extend(built)
-        except Exception as e:
+        except Skipped as e:
+            report(f"skipped: {e}")
+        except Exception as e:  # one bad record costs one record
             stats.bad_records += 1
             if DEBUG["on"] and not isinstance(e, UserError):
                 report(traceback_text(e).rstrip())

@@ -92,7 +92,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
             if len(pts) == 0:
                 raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid point inside mask {obj['mask']}")
             object_points[oid] = pts
-        except Exception as e:
+        except Exception as e:  # one bad object costs one object
             tally.fail_record(f"{key}: object {oid}", e)
     if not object_points:
         raise RecordError(f"{key}: no object with valid points")

@@ -37,7 +37,7 @@ def load_pt(path, what="ID file"):
         raise UserError(f"{path}: {what} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # any unpickling failure is a bad file for the user
         raise UserError(f"{path}: not a readable {what} ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
@@ -114,7 +114,7 @@ def made_with(path, source, dtype, layers, folders, queries=None):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         meta, made = data["meta"], list(data["layers"])
-    except Exception:
+    except Exception:  # an unreadable file is redone, not trusted
         return False
     if meta.get("model_path") != source or meta.get("dtype") != dtype or layers is None:
         return False
@@ -183,7 +183,7 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
             tqdm.write(f"{done_file}: made with another snapshot, dtype, query, layers or images; extracting it again")
         try:
             vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
-        except Exception as e:
+        except Exception as e:  # one bad pair costs one pair
             if not per_pair:
                 raise
             tally.fail_record(f"pair {folder.name}", e)

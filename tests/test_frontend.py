@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from batchkit.cli import run_cli
+from dataengine import detect_objects as detect_cli
 from dataengine import estimate_depth as estimate_depth_cli
 from dataengine import import_coco as import_coco_cli
 from dataengine import segment_objects as segment_cli
@@ -165,7 +167,7 @@ def test_depth_invalid_values_resume_and_bad_input(tiny_frontend, tmp_path, caps
     qwen.mkdir()
     (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
     assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", qwen) == 2
-    assert "not a metric depth model" in capsys.readouterr().err
+    assert "registry does not hold" in capsys.readouterr().err
 
 
 # ---- box-prompted masks ---------------------------------------------------------------------------------------------
@@ -225,3 +227,57 @@ def test_masks_are_the_models_best_per_box_each_box_once(family, tiny_frontend, 
     cli(segment_cli, "--dataset-path", dataset, "--input-file", dataset / "a.json", "--output-file", dataset / "b.json",
         "--model", tiny_frontend[family], "--device", "cpu")
     assert prompted == [] and (dataset / "masks" / "p0_o0.png").stat().st_mtime_ns == stamp
+
+
+# ---- open-vocabulary boxes ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["grounding-dino", "owlv2"])
+def test_detection_boxes_labels_thresholds_and_resume(family, tiny_frontend, tmp_path, monkeypatch, capsys):
+    from dataengine.detect import Detector
+    dataset = _photos(tmp_path / "ds", sizes=((64, 48), (40, 30)))
+    out = dataset / "annotations.json"
+    args = ("--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend[family], "--labels", "chair, lamp",
+            "--box-threshold", 0.2, "--text-threshold", 0.1, "--max-objects", 5, "--device", "cpu")
+    assert cli(detect_cli, *args) == 0
+    records = json.loads(out.read_text())
+    assert sorted(records) == sorted(str((dataset / "images").resolve() / p.name) for p in (dataset / "images").iterdir())
+    found = 0
+    for key, record in records.items():
+        w, h = Image.open(key).size
+        assert record["caption"] == "" and record["depth"] == f"{Path(key).stem}.png" and len(record["objects"]) <= 5
+        for obj in record["objects"].values():
+            x0, y0, x1, y1 = obj["box"]
+            assert obj["label"] in ("chair", "lamp") and obj["score"] > 0.2
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            found += 1
+    assert found > 0
+    calls = []
+    monkeypatch.setattr(Detector, "detect", lambda *a: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    assert cli(detect_cli, *args) == 0 and calls == []                   # the same settings again: nothing asked
+    assert json.loads(out.read_text()) == records
+
+
+def test_nms_and_detection_bad_input(tiny_frontend, tmp_path, capsys):
+    from dataengine.detect import detect_image, nms
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, np.array([0, 0, 1, 0]), 0.5) == [0, 2, 3]     # the same-label duplicate goes
+
+    class Fake:
+        labels = ["chair", "lamp"]
+
+        def detect(self, image, box_threshold, text_threshold):
+            return boxes + [[0, 0, 50, 0]], scores, np.array([0, 0, 1, 0])
+    objects = detect_image(Fake(), np.zeros((30, 40, 3), np.uint8), 0.65, 0.25, 0.5, 10)
+    assert [(o["label"], o["box"]) for o in objects.values()] == [("chair", [0.0, 0.0, 40.0, 10.0]), ("lamp", [0.0, 0.0, 40.0, 10.0])]
+    dataset = _photos(tmp_path / "ds", sizes=((64, 48),))
+    for labels, needle in ((" , ,", "empty"), ("cup. dog", "'.'"), ("<b>", "'<'")):
+        code = cli(detect_cli, "--dataset-path", dataset, "--output-file", dataset / "a.json", "--model",
+                   tiny_frontend["owlv2"], "--labels", labels)
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0], errors
+    for model, needle in (("yolo-v8", "neither a known"), (tiny_frontend["sam"], "registry does not hold")):
+        code = cli(detect_cli, "--dataset-path", dataset, "--output-file", dataset / "a.json", "--model", model,
+                   "--labels", "cup")
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0], errors
