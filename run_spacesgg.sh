@@ -9,7 +9,9 @@ set -euo pipefail
 
 SCALE_FACTOR=${SCALE_FACTOR:-5000}        # depth PNG value per metre
 WORKERS=${WORKERS:-2}                      # d2p processes
+ANNOTATIONS=${ANNOTATIONS:-}               # the annotation file (default DATASET/annotations.json)
 DATASET_BASE=${DATASET_BASE:-}             # annotation key prefix to replace (optional)
+MASK_ERODE=${MASK_ERODE:-0}                # shrink masks by this many pixels before reading depth (estimated depth: 2-4)
 IMAGE_ROOT=${IMAGE_ROOT:-}                 # LLaVA's --image_folder; records' "image" is relative to it (default DATASET/images)
 BACKEND=${BACKEND:-template}               # stage 2 answers: template (offline) or openai
 MODEL=${MODEL:-gpt-4o-mini}                # LLM name on the server (openai backend)
@@ -27,37 +29,22 @@ OUT="${2:-$DATASET/spacesgg}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 IMAGE_ROOT="${IMAGE_ROOT:-$DATASET/images}"
+ANNOTATIONS="${ANNOTATIONS:-$DATASET/annotations.json}"
 REWRITE=()
 if [ -n "$DATASET_BASE" ]; then REWRITE=(--dataset-base "$DATASET_BASE" --data-prefix "$DATASET/images"); fi
 
-WORST=0
-SUMMARY=()
-step() {  # step NAME COMMAND...: run one step; exit 1 goes on, 2 or more stops here
-  local name="$1" code=0
-  shift
-  echo "== $name"
-  "$@" || code=$?
-  SUMMARY+=("$name: exit $code")
-  if [ "$code" -gt "$WORST" ]; then WORST=$code; fi
-  if [ "$code" -ge 2 ]; then
-    echo "stopped at $name (exit $code): fix the input it names, then rerun (finished steps resume)" >&2
-    finish
-  fi
-}
-finish() {
-  echo "== summary"
-  printf '  %s\n' "${SUMMARY[@]}"
-  exit "$WORST"
-}
+# shellcheck source=batchkit/steps.sh
+source "$HERE/batchkit/steps.sh"
 
 step "1/6 d2p: depth maps -> point clouds" \
   "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS"
 step "2/6 layers_aggregation: depth layers" \
-  "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$DATASET/annotations.json" --depth-dir "$DATASET/depth_maps" \
-  --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" ${REWRITE[@]+"${REWRITE[@]}"}
+  "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$ANNOTATIONS" --depth-dir "$DATASET/depth_maps" \
+  --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" --mask-erode "$MASK_ERODE" \
+  ${REWRITE[@]+"${REWRITE[@]}"}
 step "3/6 multiview_layers: relations from four views" \
   "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" --point-cloud-dir "$DATASET/point_clouds" \
-  --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" ${REWRITE[@]+"${REWRITE[@]}"}
+  --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" --mask-erode "$MASK_ERODE" ${REWRITE[@]+"${REWRITE[@]}"}
 
 LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED" --image-root "$IMAGE_ROOT")
 if [ -n "$BASE_URL" ]; then LLM+=(--base-url "$BASE_URL"); fi

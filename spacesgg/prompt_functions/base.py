@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from batchkit.errors import RecordError
+from batchkit.errors import RecordError, Skipped
 
 from ..annotations import check_label
 from ..tags import BOX_RE, REF_RE, check_tags, normalise_box, ref_tag
@@ -84,10 +84,12 @@ def image_size(key, record):
 
 def object_tags(key, record, box_norm):
     """{id: (tag, normalised box)} for the objects of a record, boxes in 0..999; labels checked."""
-    width, height = image_size(key, record)
     objects = record.get("objects")
+    if objects == {}:
+        raise Skipped(f"{key}: no objects (e.g. the detector found none); nothing to ask")
     if not isinstance(objects, dict):
         raise RecordError(f"{key}: record has no \"objects\" dict")
+    width, height = image_size(key, record)
     out = {}
     for oid, obj in objects.items():
         if not isinstance(obj, dict) or not isinstance(obj.get("depth"), dict):
