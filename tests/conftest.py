@@ -16,6 +16,30 @@ from spacesgg.layers import aggregate_layers  # noqa: E402
 from spacesgg.multiview import multiview_layers  # noqa: E402
 
 
+def run_inprocess(script, *args):
+    """Run a repository script's main in this process, as its command line would (no interpreter start-up).
+
+    Returns what run_script returns: an object with returncode, stdout and stderr.
+    """
+    import importlib.util
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from types import SimpleNamespace
+
+    from batchkit.cli import run_cli
+    path = ROOT / script
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = run_cli(module.main, module.build_parser(), [str(a) for a in args])
+        except SystemExit as e:                  # argparse refusing a flag
+            code = e.code
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def run_script(script, *args, cwd=None):
     """Run a repository script as a user would, from another working directory."""
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from batchkit.errors import UserError
-from conftest import ROOT, run_script
+from conftest import ROOT, run_inprocess, run_script
 from dataengine.grid import make_objects, tile_pair
 from spatial_id.extract import QUERY, Extractor
 from spatial_id.ids import ALL_LAYERS, axes, extract_pair, made_with, read_pair
@@ -100,7 +100,8 @@ def test_rows_of_different_lengths_batched_equal_unbatched(tiny_models, grid_dir
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_end_to_end_through_the_cli(family, tiny_models, grid_dir, tmp_path):
-    proc = run_script("spatial_id/compute_id.py", "--model", f"{_alias(family)}={tiny_models[family]}", "--image-dir",
+    run = run_script if family == "llava" else run_inprocess           # one family as a real command line
+    proc = run("spatial_id/compute_id.py", "--model", f"{_alias(family)}={tiny_models[family]}", "--image-dir",
                       grid_dir, "--output-dir", tmp_path, "--batch-size", "8", "--with-text", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     name = _alias(family)
@@ -120,15 +121,15 @@ def _alias(family):
 def test_id_files_centring_universal_axes(tiny_models, grid_dir, tmp_path):
     model = f"llava-7b={tiny_models['llava']}"
     single, per_pair = tmp_path / "single", tmp_path / "per_pair"
-    assert run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", single,
+    assert run_inprocess("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", single,
                       "--batch-size", "5").returncode == 0
-    proc = run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", per_pair,
+    proc = run_inprocess("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", per_pair,
                       "--per-pair", "--batch-size", "16")
     assert proc.returncode == 0 and "2 done" in proc.stdout
-    assert run_script("spatial_id/average_id.py", "--input-dir", per_pair, "--model", "llava-7b",
+    assert run_inprocess("spatial_id/average_id.py", "--input-dir", per_pair, "--model", "llava-7b",
                       "--image-dir", grid_dir).returncode == 0
     for f in (single / "llava-7b.pt", per_pair / "llava-7b.pt"):
-        assert run_script("spatial_id/compute_axes.py", "--id-file", f).returncode == 0
+        assert run_inprocess("spatial_id/compute_axes.py", "--id-file", f).returncode == 0
     data = torch.load(single / "llava-7b.pt", weights_only=True)
     meta = data["meta"]
     assert meta["model"] == "llava-7b" and meta["pairs"] == ["camel_frog", "dog_teapot"] and meta["dtype"] == "float32"
@@ -157,10 +158,10 @@ def test_id_files_centring_universal_axes(tiny_models, grid_dir, tmp_path):
 
 def test_fig5_cli_and_notebook(tiny_models, grid_dir, tmp_path):
     model = f"llava-7b={tiny_models['llava']}"
-    assert run_script("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", tmp_path,
-                      "--with-text").returncode == 0
-    proc = run_script("spatial_id/fig5.py", "--id-file", tmp_path / "llava-7b.pt", "--text-file", tmp_path / "llava-7b_text.pt",
-                      "--layer", "2", "--output", tmp_path / "fig5.png", "--sweep-output", tmp_path / "sweep.png")
+    assert run_inprocess("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir", tmp_path,
+                         "--with-text").returncode == 0
+    proc = run_inprocess("spatial_id/fig5.py", "--id-file", tmp_path / "llava-7b.pt", "--text-file", tmp_path / "llava-7b_text.pt",
+                         "--layer", "2", "--output", tmp_path / "fig5.png", "--sweep-output", tmp_path / "sweep.png")
     assert proc.returncode == 0, proc.stderr
     for png in ("fig5.png", "sweep.png"):
         data = (tmp_path / png).read_bytes()
@@ -223,21 +224,21 @@ def test_bad_inputs(tiny_models, grid_dir, tmp_path):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         line = proc.stderr.strip().splitlines()[-1]
         assert line.startswith("error:") and all(n in line for n in needles), line
-    one_line(run_script("spatial_id/compute_id.py", "--model", "llava-70b", "--image-dir", grid_dir, "--output-dir", tmp_path),
+    one_line(run_inprocess("spatial_id/compute_id.py", "--model", "llava-70b", "--image-dir", grid_dir, "--output-dir", tmp_path),
              "unknown model alias 'llava-70b'", "llava-7b")
-    one_line(run_script("spatial_id/compute_id.py", "--model", "qwen-3b", "--model-path", tmp_path / "nowhere", "--image-dir",
+    one_line(run_inprocess("spatial_id/compute_id.py", "--model", "qwen-3b", "--model-path", tmp_path / "nowhere", "--image-dir",
                         grid_dir, "--output-dir", tmp_path), "nowhere", "config.json missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", empty,
+    one_line(run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", empty,
                         "--output-dir", tmp_path), "no pair folder")
     mixed = tmp_path / "mixed"
     shutil.copytree(grid_dir / "camel_frog", mixed / "camel_frog")
     Image.new("RGB", (896, 896)).save(mixed / "camel_frog" / "camel_frog_0_0_999.png")
-    one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", mixed,
+    one_line(run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", mixed,
                         "--output-dir", tmp_path), "not in its manifest", "camel_frog_0_0_999.png")
     if not torch.cuda.is_available():
-        one_line(run_script("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", grid_dir,
+        one_line(run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", grid_dir,
                             "--output-dir", tmp_path, "--device", "cuda"), "--device cuda", "no GPU")
     with pytest.raises(UserError, match="float16 overflows"):
         resolve_dtype("qwen2_vl", "float16", "cuda")
