@@ -33,7 +33,7 @@ from spacesgg.io import read_rgb, write_png
 
 from .models import DEPTH_FAMILIES, DEPTH_MODELS, load, resolve
 
-DEFAULT_BATCH_SIZE = 4
+BATCH_SIZES = {"cpu": 1, "cuda": 8}          # --batch-size auto: on a CPU a larger batch is slower per image
 FOCAL_FAMILIES = ("depth_pro",)              # models that estimate the focal length
 INTRINSICS_FLUSH_SECONDS = 30.0              # intrinsics.json is rewritten at most this often during a run
 
@@ -99,13 +99,13 @@ def image_size(path):
 
 
 def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max_depth=DEFAULT_MAX_DEPTH,
-                     batch_size=DEFAULT_BATCH_SIZE, device="auto", dtype="auto", overwrite=False):
+                     batch_size=None, device="auto", dtype="auto", overwrite=False):
     """Depth maps for every image of a dataset; returns the exit code (1 if any image failed)."""
     dataset = Path(dataset_path)
     images_dir, out = dataset / "images", dataset / "depth_maps"
     if not images_dir.is_dir():
         raise UserError(f"{images_dir}: folder not found; a dataset holds images/ (see README, real images)")
-    for flag, value in (("--scale-factor", scale_factor), ("--max-depth", max_depth), ("--batch-size", batch_size)):
+    for flag, value in (("--scale-factor", scale_factor), ("--max-depth", max_depth), ("--batch-size", batch_size or 1)):
         if not (np.isfinite(value) and value > 0):
             raise UserError(f"{flag} must be a finite positive number, got {value}")
     images = list_by_stem(images_dir, IMAGE_EXTENSIONS)
@@ -113,6 +113,7 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
         raise UserError(f"{images_dir}: no .png or .jpg images")
     choice = resolve_depth_model(model)
     estimator = DepthEstimator(choice, device, dtype)
+    batch_size = batch_size or BATCH_SIZES.get(estimator.device, 1)
     settings = {"model": choice.name, "snapshot": choice.source, "scale_factor": scale_factor, "max_depth": max_depth,
                 "dtype": estimator.dtype_name}
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +141,7 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
         except Exception as e:  # one unreadable image costs one image
             tally.fail_record(path, e)
     print(f"estimate_depth: {len(images)} images, {choice.name} ({choice.source}) on {estimator.device} "
-          f"{estimator.dtype_name}, {tally.skipped} already done", flush=True)
+          f"{estimator.dtype_name}, batch {batch_size}, {tally.skipped} already done", flush=True)
     invalid, changed, last_flush = 0, False, time.monotonic()
     try:
         with tqdm(total=sum(len(g) for g in groups.values()), desc="depth", unit="img") as bar:

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, positive_float, positive_int, run_cli  # noqa: E402
-from dataengine.depth import DEFAULT_BATCH_SIZE, estimate_dataset  # noqa: E402
+from dataengine.depth import BATCH_SIZES, estimate_dataset  # noqa: E402
 from dataengine.models import DEPTH_MODELS, DEVICES, DTYPES  # noqa: E402
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR  # noqa: E402
 
@@ -26,7 +26,9 @@ def build_parser():
     p.add_argument("--model", required=True, help=f"alias ({', '.join(DEPTH_MODELS)}) or a local model folder")
     p.add_argument("--scale-factor", type=positive_float, default=DEFAULT_SCALE_FACTOR, help="depth PNG value per metre (default %(default)g)")
     p.add_argument("--max-depth", type=positive_float, default=DEFAULT_MAX_DEPTH, help="depths beyond this many metres become 0 (default %(default)g)")
-    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images of one size per forward pass (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"images of one size per forward pass (default: {BATCH_SIZES['cpu']} on the CPU, where larger batches "
+                        f"are slower per image, {BATCH_SIZES['cuda']} on a GPU)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose depth maps are current")

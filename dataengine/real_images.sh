@@ -12,7 +12,7 @@ BOX_THRESHOLD=${BOX_THRESHOLD:-0.35}                                   # keep bo
 SEG_MODEL=${SEG_MODEL:-sam-vit-base}                                   # box-prompted segmentation (alias or folder)
 DEPTH_MODEL=${DEPTH_MODEL:-depth-anything-v2-metric-indoor-small}      # metric depth (alias or folder)
 DEVICE=${DEVICE:-auto}                                                 # auto: cuda if available, else cpu
-BATCH_SIZE=${BATCH_SIZE:-4}                                            # images per depth forward pass
+BATCH_SIZE=${BATCH_SIZE:-}                                             # images per depth forward pass (default: 1 CPU, 8 GPU)
 SCALE_FACTOR=${SCALE_FACTOR:-5000}                                     # depth PNG value per metre (13.1 m at most)
 MASK_ERODE=${MASK_ERODE:-3}                                            # pixels off every mask against flying pixels
 PYTHON=${PYTHON:-}                                                     # interpreter (default: the repository's .venv)
@@ -42,7 +42,7 @@ step "2/4 segment_objects: box-prompted masks" \
   --output-file "$OUT/annotations.masks.json" --model "$SEG_MODEL" --device "$DEVICE"
 step "3/4 estimate_depth: metric depth" \
   "$PYTHON" "$HERE/estimate_depth.py" --dataset-path "$DATASET" --model "$DEPTH_MODEL" --scale-factor "$SCALE_FACTOR" \
-  --batch-size "$BATCH_SIZE" --device "$DEVICE"
+  ${BATCH_SIZE:+--batch-size "$BATCH_SIZE"} --device "$DEVICE"
 step "4/4 run_spacesgg.sh: stages 1 and 2" \
   env ANNOTATIONS="$OUT/annotations.masks.json" MASK_ERODE="$MASK_ERODE" SCALE_FACTOR="$SCALE_FACTOR" PYTHON="$PYTHON" \
   bash "$ROOT/run_spacesgg.sh" "$DATASET" "$OUT"
