@@ -2,9 +2,12 @@
 
 For one ordered pair (a = reference, b = target) and every cell (i, j) =
 (column, row) of a grid x grid canvas and every size, b is pasted centred in
-cell (i, j) and a in a seeded random other cell. Files:
-OUTPUT/{a}_{b}/{a}_{b}_{i}_{j}_{size}.png plus manifest.json with every
-image's cells and pixel boxes (x1/y1 exclusive, the pasted render's extent).
+cell (i, j) and a elsewhere. Two designs (--references):
+  random  a in a seeded random other cell: OUTPUT/{a}_{b}/{a}_{b}_{i}_{j}_{size}.png
+  all     a in every other cell r, one image each (the published study's
+          reference-balanced design): OUTPUT/{a}_{b}/ref_{ri}_{rj}/{a}_{b}_{i}_{j}_{size}.png
+plus manifest.json (written last) with every image's cells and pixel boxes
+(x1/y1 exclusive, the pasted render's extent).
 """
 
 import hashlib
@@ -34,6 +37,7 @@ BACKGROUNDS = ("black", "white")
 KEY_TOLERANCE = 30              # max channel distance to the key colour that counts as background
 VARIATION_SCALE = (0.85, 1.0)   # --local-variation: random scale ...
 VARIATION_DEGREES = 15.0        # ... and rotation within +-this many degrees
+REFERENCE_DESIGNS = ("random", "all")
 
 
 def add_tiling_args(p):
@@ -47,6 +51,10 @@ def add_tiling_args(p):
     p.add_argument("--no-same-row-or-col", action="store_true", help="put the reference in a different row and column from the target")
     p.add_argument("--local-variation", action="store_true", help=f"random scale {VARIATION_SCALE} and rotation +-{VARIATION_DEGREES:g} deg per pasted object")
     p.add_argument("--key-background", choices=BACKGROUNDS, default=None, help="treat renders without alpha as having this flat background colour")
+    p.add_argument("--references", choices=REFERENCE_DESIGNS, default="random",
+                   help="random: the reference in one seeded random other cell (64 images per pair); all: one image per "
+                        "other reference cell, in ref_{ri}_{rj}/ (960 per pair), so extraction can remove the reference's "
+                        "effect (default %(default)s)")
 
 
 def default_objects_dir():
@@ -121,7 +129,7 @@ def _file_digest(path):
 
 
 def pair_config(a, b, objects_dir, grid=GRID, cell_size=CELL, sizes=SIZES, seed=SEED, background="black",
-                no_same_row_or_col=False, local_variation=False, key_background=None):
+                no_same_row_or_col=False, local_variation=False, key_background=None, references="random"):
     """The manifest fields that define a pair folder; a folder with other values is never mixed in."""
     check_name(a, "object name")
     check_name(b, "object name")
@@ -136,11 +144,16 @@ def pair_config(a, b, objects_dir, grid=GRID, cell_size=CELL, sizes=SIZES, seed=
             raise UserError(f"object size {s} px does not fit a {cell_size} px cell; use sizes up to --cell-size")
     if background not in BACKGROUNDS and not Path(background).is_dir():
         raise UserError(f"--background {background!r}: expected black, white or a folder of images")
+    if references not in REFERENCE_DESIGNS:
+        raise UserError(f"--references {references!r}: choose one of {', '.join(REFERENCE_DESIGNS)}")
     objects_dir = Path(objects_dir)
-    return {"pair": [a, b], "grid": grid, "cell": cell_size, "sizes": list(sizes), "seed": seed,
-            "background": background if background in BACKGROUNDS else str(Path(background).resolve()),
-            "no_same_row_or_col": no_same_row_or_col, "local_variation": local_variation, "key_background": key_background,
-            "renders": {n: _file_digest(objects_dir / f"{n}.png") for n in (a, b) if (objects_dir / f"{n}.png").is_file()}}
+    config = {"pair": [a, b], "grid": grid, "cell": cell_size, "sizes": list(sizes), "seed": seed,
+              "background": background if background in BACKGROUNDS else str(Path(background).resolve()),
+              "no_same_row_or_col": no_same_row_or_col, "local_variation": local_variation, "key_background": key_background,
+              "renders": {n: _file_digest(objects_dir / f"{n}.png") for n in (a, b) if (objects_dir / f"{n}.png").is_file()}}
+    if references != "random":
+        config["references"] = references            # absent in the random design, as in every earlier manifest
+    return config
 
 
 def decodes(path):
@@ -162,8 +175,19 @@ def pair_complete(folder, manifest, names):
     return sorted(listed) == sorted(names) and all(decodes(folder / n) for n in names)
 
 
-def image_name(a, b, i, j, size):
-    return f"{a}_{b}_{i}_{j}_{size}.png"
+def image_name(a, b, i, j, size, reference=None):
+    """The image's path inside its pair folder; in the reference-balanced design, inside ref_{ri}_{rj}/."""
+    name = f"{a}_{b}_{i}_{j}_{size}.png"
+    return name if reference is None else f"ref_{reference[0]}_{reference[1]}/{name}"
+
+
+def layout(grid, sizes, references="random", no_same_row_or_col=False):
+    """[(target cell, size, reference cell or None)] in file order: None = drawn at random when rendering."""
+    cells = [(i, j) for j in range(grid) for i in range(grid)]
+    if references == "random":
+        return [((i, j), s, None) for s in sizes for (i, j) in cells]
+    return [(t, s, r) for r in cells for s in sizes for t in cells
+            if t != r and (not no_same_row_or_col or (t[0] != r[0] and t[1] != r[1]))]
 
 
 def _backgrounds(background, canvas):
@@ -210,16 +234,17 @@ def _paste(canvas, render, cell_ij, cell):
 
 
 def tile_pair(a, b, objects_dir, output_dir, grid=GRID, cell_size=CELL, sizes=SIZES, seed=SEED, background="black",
-              no_same_row_or_col=False, local_variation=False, key_background=None):
-    """Write one pair folder (grid^2 x len(sizes) images + manifest.json); returns "done" or "skipped"."""
+              no_same_row_or_col=False, local_variation=False, key_background=None, references="random"):
+    """Write one pair folder (its images + manifest.json, written last); returns "done" or "skipped"."""
     if a == b:
         raise UserError(f"pair {a}_{b}: the reference and the target must be different objects")
     objects_dir = Path(objects_dir)
     config = pair_config(a, b, objects_dir, grid, cell_size, sizes, seed, background, no_same_row_or_col,
-                         local_variation, key_background)
+                         local_variation, key_background, references)
     renders = {n: load_render(objects_dir / f"{n}.png", key_background) for n in (a, b)}
     folder = contained(output_dir, Path(output_dir) / f"{a}_{b}")
-    names = [image_name(a, b, i, j, s) for s in sizes for j in range(grid) for i in range(grid)]
+    plan = layout(grid, sizes, references, no_same_row_or_col)
+    names = [image_name(a, b, *target, s, ref) for target, s, ref in plan]
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -227,15 +252,18 @@ def tile_pair(a, b, objects_dir, output_dir, grid=GRID, cell_size=CELL, sizes=SI
             old_config = {k: old.get(k) for k in config}
         except (UserError, AttributeError):
             old, old_config = None, config                    # unreadable manifest: the pair is redone
+        old_config.update({k: old.get(k) for k in ("references",) if old is not None and k in old})
         if old_config != config:
-            diff = ", ".join(f"{k}: {old_config[k]!r} -> {config[k]!r}" for k in config if old_config[k] != config[k])
+            diff = ", ".join(f"{k}: {old_config.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(config) | set(old_config))
+                             if old_config.get(k) != config.get(k))
             raise UserError(f"{folder}: holds a grid dataset of another configuration ({diff}); write to another "
                             f"output folder, or delete {folder} to start over")
         if old is not None and pair_complete(folder, old, names):
             return "skipped"
         manifest_path.unlink()                                # written last again, once every image checks out
     elif folder.is_dir():
-        stray = sorted(p.name for p in folder.glob("*.png") if p.name not in set(names))
+        stray = sorted(str(p.relative_to(folder)) for p in [*folder.glob("*.png"), *folder.glob("ref_*/*.png")]
+                       if str(p.relative_to(folder)) not in set(names))
         if stray:
             raise UserError(f"{folder}: holds images of another configuration (e.g. {stray[0]}) and no manifest; "
                             f"delete {folder} to start over")
@@ -245,22 +273,23 @@ def tile_pair(a, b, objects_dir, output_dir, grid=GRID, cell_size=CELL, sizes=SI
     cells = [(i, j) for j in range(grid) for i in range(grid)]
     resized = {(n, s): np.asarray(Image.fromarray(renders[n]).resize((s, s), Image.LANCZOS)) for n in (a, b) for s in sizes}
     images = []
-    for s in sizes:
-        for j in range(grid):
-            for i in range(grid):
-                others = [c for c in cells if c != (i, j) and (not no_same_row_or_col or (c[0] != i and c[1] != j))]
-                ref_cell = others[rng.integers(len(others))]
-                canvas = _background_canvas(background, files, rng, grid * cell_size)
-                target_render, ref_render = resized[(b, s)], resized[(a, s)]
-                if local_variation:
-                    target_render, ref_render = _vary(target_render, rng, cell_size), _vary(ref_render, rng, cell_size)
-                ref_box = _paste(canvas, ref_render, ref_cell, cell_size)
-                target_box = _paste(canvas, target_render, (i, j), cell_size)
-                name = image_name(a, b, i, j, s)
-                write_png(folder / name, canvas)
-                images.append({"file": name, "size": s,
-                               "target": {"name": b, "cell": [i, j], "box": target_box},
-                               "reference": {"name": a, "cell": list(ref_cell), "box": ref_box}})
+    for (i, j), s, ref in plan:
+        if ref is None:
+            others = [c for c in cells if c != (i, j) and (not no_same_row_or_col or (c[0] != i and c[1] != j))]
+            ref_cell = others[rng.integers(len(others))]
+        else:
+            ref_cell = ref
+        canvas = _background_canvas(background, files, rng, grid * cell_size)
+        target_render, ref_render = resized[(b, s)], resized[(a, s)]
+        if local_variation:
+            target_render, ref_render = _vary(target_render, rng, cell_size), _vary(ref_render, rng, cell_size)
+        ref_box = _paste(canvas, ref_render, ref_cell, cell_size)
+        target_box = _paste(canvas, target_render, (i, j), cell_size)
+        name = image_name(a, b, i, j, s, ref)
+        write_png(folder / name, canvas)
+        images.append({"file": name, "size": s,
+                       "target": {"name": b, "cell": [i, j], "box": target_box},
+                       "reference": {"name": a, "cell": list(ref_cell), "box": ref_box}})
     write_json(manifest_path, {**config, "images": images})
     return "done"
 
@@ -311,7 +340,8 @@ def make_grid_data(pairs, output_dir, objects_dir=None, workers=1, **config):
             else:
                 tally.done += 1
             bar.update()
-    per_pair = len(config.get("sizes", SIZES)) * config.get("grid", GRID) ** 2
+    per_pair = len(layout(config.get("grid", GRID), config.get("sizes", SIZES), config.get("references", "random"),
+                          config.get("no_same_row_or_col", False)))
     seconds = time.perf_counter() - start
     tally.summary(f"{tally.done * per_pair} images ({tally.done * per_pair / max(seconds, 1e-9):.0f}/s) in {output_dir}")
     return tally.exit_code

@@ -9,6 +9,7 @@ GRID=${GRID:-4}                             # cells per side
 CELL=${CELL:-224}                           # cell size in pixels (canvas = GRID x CELL)
 SIZES=${SIZES:-"224 174 124 74"}             # object sizes in pixels
 SEED=${SEED:-0}                             # placement seed: same seed, same bytes
+REFERENCES=${REFERENCES:-random}                 # random: one reference cell per image; all: every other cell (960 images/pair)
 BACKGROUND=${BACKGROUND:-black}                   # black (as published), white, or a folder of images
 WORKERS=${WORKERS:-2}              # pairs in parallel
 PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
@@ -21,4 +22,4 @@ OUTPUT_DIR="${1:-$HERE/../data/grid_data}"
 
 # shellcheck disable=SC2086
 "$PYTHON" "$HERE/make_grid_data.py" --output-dir "$OUTPUT_DIR" --pairs $PAIRS --grid "$GRID" --cell-size "$CELL" \
-  --sizes $SIZES --seed "$SEED" --background "$BACKGROUND" --workers "$WORKERS"
+  --sizes $SIZES --seed "$SEED" --background "$BACKGROUND" --references "$REFERENCES" --workers "$WORKERS"

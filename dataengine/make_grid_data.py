@@ -28,7 +28,8 @@ def main(args):
     return make_grid_data(parse_pairs(args.pairs, args.objects), args.output_dir, args.objects_dir, args.workers,
                           grid=args.grid, cell_size=args.cell_size, sizes=args.sizes, seed=args.seed,
                           background=args.background, no_same_row_or_col=args.no_same_row_or_col,
-                          local_variation=args.local_variation, key_background=args.key_background)
+                          local_variation=args.local_variation, key_background=args.key_background,
+                          references=args.references)
 
 
 if __name__ == "__main__":

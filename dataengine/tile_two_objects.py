@@ -30,7 +30,8 @@ def main(args):
     objects_dir = args.objects_dir or default_objects_dir()
     ensure_objects([args.object_a, args.object_b], objects_dir)
     status = tile_pair(args.object_a, args.object_b, objects_dir, args.output_dir, args.grid, args.cell_size, args.sizes,
-                       args.seed, args.background, args.no_same_row_or_col, args.local_variation, args.key_background)
+                       args.seed, args.background, args.no_same_row_or_col, args.local_variation, args.key_background,
+                       args.references)
     print(f"tile_two_objects: {args.object_a}_{args.object_b} {status} in {Path(args.output_dir) / f'{args.object_a}_{args.object_b}'}")
     return 0
 

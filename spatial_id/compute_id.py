@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, run_cli
-from spatial_id.extract import Extractor
+from spatial_id.extract import QUERY, Extractor, check_query
 from spatial_id.ids import ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings, text_queries
 from spatial_id.registry import add_model_args, parse_layers, resolve_device, resolve_dtype, resolve_model
 
@@ -37,23 +37,24 @@ def main(args):
     known = ALL_LAYERS if layers is None else sorted(set(layers)) if min(layers) >= 0 else None   # negatives need the model
     dtype = resolve_dtype(choice.family, args.dtype, resolve_device(args.device))
     out = Path(args.output_dir)
+    template = check_query(args.query or QUERY)
 
     def current(name, folders, queries=None):
-        return made_with(out / name, choice.source, dtype, known, folders, queries)
+        return made_with(out / name, choice.source, dtype, known, folders, queries, template)
 
     if args.per_pair:
-        ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known)
+        ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known, template)
     else:
         ids_done = current(f"{choice.name}.pt", pairs)
-    text_done = not args.with_text or current(f"{choice.name}_text.pt", pairs[:1], text_queries(pairs[0]))
+    text_done = not args.with_text or current(f"{choice.name}_text.pt", pairs[:1], text_queries(pairs[0], template=template))
     if ids_done and text_done:
         print(f"compute_id {choice.name}: 0 done, {len(pairs)} skipped, 0 failed (already extracted in {out} "
               "with this snapshot, dtype and layers)")
         return 0
     extractor = Extractor(choice, args.device, args.dtype)
-    code = 0 if ids_done else compute_ids(extractor, args.image_dir, out, layers, args.batch_size, args.per_pair)
+    code = 0 if ids_done else compute_ids(extractor, args.image_dir, out, layers, args.batch_size, args.per_pair, template)
     if not text_done:
-        code = code or text_embeddings(extractor, args.image_dir, out, layers=layers)
+        code = code or text_embeddings(extractor, args.image_dir, out, layers=layers, query_template=template)
     return code
 
 

@@ -25,6 +25,17 @@ from batchkit.errors import UserError
 from .registry import FAMILIES, resolve_device, resolve_dtype
 
 QUERY = "Is {b} to the left or right of {a}?"
+
+
+def check_query(template):
+    """A query template names the reference {a} and the target {b} once each (the target's word is read)."""
+    try:
+        filled = template.format(a="\0a", b="\0b")
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"--query {template!r}: use only the placeholders {{a}} (reference) and {{b}} (target)") from None
+    if filled.count("\0a") != 1 or filled.count("\0b") != 1:
+        raise UserError(f"--query {template!r}: name {{a}} and {{b}} once each, e.g. {QUERY!r}")
+    return template
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "cross_attention_mask",
                  "position_ids")   # processor outputs indexed [batch, token, ...]
 

@@ -92,16 +92,16 @@ def images_of(folders):
     return {Path(f).name: pair_digest(f) for f in folders}
 
 
-def queries_of(folders):
+def queries_of(folders, template=QUERY):
     """{target word: query} of pair folders, as the extraction asks them."""
     out = {}
     for f in folders:
         a, b = Path(f).name.split("_", 1)
-        out[b] = QUERY.format(a=a, b=b)
+        out[b] = template.format(a=a, b=b)
     return out
 
 
-def made_with(path, source, dtype, layers, folders, queries=None):
+def made_with(path, source, dtype, layers, folders, queries=None, template=QUERY):
     """Whether the ID file `path` exists and was made from this snapshot, dtype, query, layers and pair images.
 
     `layers`: the exact hidden-state indices, ALL_LAYERS (every one, when the model's depth is not known
@@ -120,22 +120,31 @@ def made_with(path, source, dtype, layers, folders, queries=None):
         return False
     if meta.get("pairs") != [Path(f).name for f in folders] or meta.get("images") != images_of(folders):
         return False
-    if meta.get("query") != (queries_of(folders) if queries is None else queries):
+    if meta.get("query") != (queries_of(folders, template) if queries is None else queries):
         return False
     return made == list(range(len(made))) if layers == ALL_LAYERS else made == list(layers)
 
 
-def pending_pairs(image_dir, output_dir, name, source, dtype, layers):
+def pending_pairs(image_dir, output_dir, name, source, dtype, layers, template=QUERY):
     """Pair folders whose OUTPUT_DIR/{a}_{b}/{name}.pt is missing or was made with other settings (see made_with)."""
     return [f for f in pair_folders(image_dir) if not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype,
-                                                                   layers, [f])]
+                                                                   layers, [f], template=template)]
 
 
-def extract_pair(extractor, folder, layers=None, batch_size=8):
-    """Raw target vectors of one pair: (float32 Tensor[L, C, D], cells, layer indices, meta)."""
+def reference_cells(folder):
+    """Each manifest image's reference cell as a tuple in the reference-balanced design, else None (random design)."""
+    manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("references") != "all":
+        return [None] * len(manifest["images"])
+    return [tuple(e["reference"]["cell"]) for e in manifest["images"]]
+
+
+def extract_pair(extractor, folder, layers=None, batch_size=8, query_template=QUERY):
+    """The pair's spatial IDs: (float32 Tensor[L, C, D], cells, layer indices, meta), centred as pair_ids says."""
     folder = Path(folder)
     a, b, entries = read_pair(folder)
-    query = QUERY.format(a=a, b=b)
+    refs = reference_cells(folder)
+    query = query_template.format(a=a, b=b)
     text = extractor.prompt(query, with_image=True)
     target = extractor.target_position(text, query, b)
     layer_ids = extractor.resolve_layers(layers, with_image=True)
@@ -146,9 +155,10 @@ def extract_pair(extractor, folder, layers=None, batch_size=8):
             with Image.open(path) as im:
                 images.append(im.convert("RGB"))
         chunks.append(extractor.hidden([text] * len(images), images, target, layer_ids))
-    vectors = torch.cat(chunks, dim=1)
-    meta = {"query": query, "target": b, "subtokens": target.subtokens, "pair": f"{a}_{b}"}
-    return vectors, [cell for _, cell in entries], layer_ids, meta
+    ids, cells = pair_ids(torch.cat(chunks, dim=1), [cell for _, cell in entries], refs)
+    meta = {"query": query, "target": b, "subtokens": target.subtokens, "pair": f"{a}_{b}",
+            "design": "random" if refs[0] is None else "references=all"}
+    return ids, cells, layer_ids, meta
 
 
 def centre(vectors):
@@ -156,13 +166,33 @@ def centre(vectors):
     return vectors - vectors.mean(dim=1, keepdim=True)
 
 
-def file_meta(extractor, folders, query, target, subtokens):
+def pair_ids(vectors, cells, refs):
+    """A pair's IDs from its raw vectors Tensor[L, N, D] ((i, j, size) and reference cell per image).
+
+    Random design (refs all None): centred over all the pair's images. Reference-balanced design: centred within
+    each reference position (over that folder's images), then, per (i, j, size), averaged over the reference
+    positions, which removes where the reference stood. Returns (Tensor[L, C, D], cells in first-seen order).
+    """
+    if all(r is None for r in refs):
+        return centre(vectors), cells
+    centred = torch.empty_like(vectors)
+    for ref in dict.fromkeys(refs):
+        rows = [k for k, r in enumerate(refs) if r == ref]
+        centred[:, rows] = centre(vectors[:, rows])
+    order = list(dict.fromkeys(tuple(c) for c in cells))
+    ids = torch.stack([centred[:, [k for k, c in enumerate(cells) if tuple(c) == cell]].mean(dim=1) for cell in order],
+                      dim=1)
+    return ids, [list(c) for c in order]
+
+
+def file_meta(extractor, folders, query, target, subtokens, design="random"):
+    """An ID file's meta; `design` says how its pairs' images were made (random or references=all)."""
     return {"model": extractor.choice.name, "model_path": extractor.choice.source, "query": query, "target": target,
             "subtokens": subtokens, "dtype": extractor.dtype_name, "pairs": [Path(f).name for f in folders],
-            "images": images_of(folders)}
+            "images": images_of(folders), "design": design}
 
 
-def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False):
+def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False, query_template=QUERY):
     """Pair IDs of every pair folder; one file with all words + universal, or one file per pair (resumable).
 
     Per pair, any failure costs that pair (one error line, exit 1 at the end); in one file, a failed pair
@@ -176,13 +206,14 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
     wanted = extractor.resolve_layers(layers, with_image=True)
     for folder in tqdm(pairs, desc=f"{name} pairs", unit="pair"):
         done_file = out / folder.name / f"{name}.pt"
-        if per_pair and made_with(done_file, extractor.choice.source, extractor.dtype_name, wanted, [folder]):
+        if per_pair and made_with(done_file, extractor.choice.source, extractor.dtype_name, wanted, [folder],
+                                  template=query_template):
             tally.skipped += 1
             continue
         if per_pair and done_file.is_file():
             tqdm.write(f"{done_file}: made with another snapshot, dtype, query, layers or images; extracting it again")
         try:
-            vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size)
+            vectors, cells, layer_ids, meta = extract_pair(extractor, folder, layers, batch_size, query_template)
         except Exception as e:  # one bad pair costs one pair
             if not per_pair:
                 raise
@@ -191,8 +222,9 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
         word = meta["target"]
         if per_pair:
             save_pt(done_file, {
-                "meta": file_meta(extractor, [folder], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]}),
-                "layers": layer_ids, "cells": cells, "ids": {word: centre(vectors)}})
+                "meta": file_meta(extractor, [folder], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]},
+                                  meta["design"]),
+                "layers": layer_ids, "cells": cells, "ids": {word: vectors}})
         else:
             if word in ids:
                 raise UserError(f"{folder}: target word {word!r} appears in two pairs ({words[word]}, {meta['pair']}); "
@@ -200,13 +232,14 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
             if cells_all is not None and cells != cells_all:
                 raise UserError(f"{folder}: its cells differ from the first pair's; all pairs need the same grid and sizes")
             cells_all = cells
-            ids[word], words[word] = centre(vectors), meta["pair"]
+            ids[word], words[word] = vectors, meta["pair"]
             metas.append(meta)
         tally.done += 1
     if not per_pair:
         ids[UNIVERSAL] = torch.stack(list(ids.values())).mean(dim=0)
         meta = file_meta(extractor, pairs, {m["target"]: m["query"] for m in metas},
-                         {m["target"]: m["target"] for m in metas}, {m["target"]: m["subtokens"] for m in metas})
+                         {m["target"]: m["target"] for m in metas}, {m["target"]: m["subtokens"] for m in metas},
+                         "+".join(sorted({m["design"] for m in metas})))
         save_pt(out / f"{name}.pt", {"meta": meta, "layers": layer_ids, "cells": cells_all, "ids": ids})
     tally.summary(f"output in {out}")
     return tally.exit_code
@@ -286,17 +319,17 @@ def compute_axes(id_file, output_dir=None, size=AXIS_SIZE):
 TEXT_WORDS = ("left", "right")
 
 
-def text_queries(folder, words=TEXT_WORDS):
+def text_queries(folder, words=TEXT_WORDS, template=QUERY):
     """{word: query} of the text-only file: the words read in the query of `folder`'s pair."""
-    query = next(iter(queries_of([folder]).values()))
+    query = next(iter(queries_of([folder], template).values()))
     return {w: query for w in words}
 
 
-def text_embeddings(extractor, image_dir, output_dir, words=TEXT_WORDS, layers=None):
+def text_embeddings(extractor, image_dir, output_dir, words=TEXT_WORDS, layers=None, query_template=QUERY):
     """Text-only hidden states of `words` in the query of the first pair (name order): {model}_text.pt."""
     first = pair_folders(image_dir)[0]
     a, b, _ = read_pair(first)
-    query = QUERY.format(a=a, b=b)
+    query = query_template.format(a=a, b=b)
     text = extractor.prompt(query, with_image=False)
     layer_ids = extractor.resolve_layers(layers, with_image=False)
     embeds, subtokens = {}, {}

@@ -130,5 +130,7 @@ def add_model_args(p, with_batch=True):
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="auto = the family's dtype (bfloat16) on a GPU, float32 on the CPU; float16 is refused for Qwen2-VL/2.5-VL and Gemma 3")
     p.add_argument("--layers", default="all", help="hidden-state indices to keep: all (default), or e.g. 0,8,16-20 (0 = embeddings)")
+    p.add_argument("--query", default=None, help='question template with {a} (reference) and {b} (target), e.g. '
+                   '"Is the {b} to the left or right of the {a}?"; the target word is b (default: "Is {b} to the left or right of {a}?")')
     if with_batch:
         p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default %(default)s)")

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, run_cli
-from spatial_id.extract import Extractor
+from spatial_id.extract import QUERY, Extractor, check_query
 from spatial_id.ids import pair_folders, text_embeddings
 from spatial_id.registry import add_model_args, parse_layers, resolve_model
 
@@ -29,7 +29,8 @@ def main(args):
     choice = resolve_model(args.model, args.model_path)
     pair_folders(args.image_dir)
     extractor = Extractor(choice, args.device, args.dtype)
-    return text_embeddings(extractor, args.image_dir, args.output_dir, args.words, parse_layers(args.layers))
+    return text_embeddings(extractor, args.image_dir, args.output_dir, args.words, parse_layers(args.layers),
+                           check_query(args.query or QUERY))
 
 
 if __name__ == "__main__":

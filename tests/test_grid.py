@@ -129,3 +129,25 @@ def test_wrappers_from_another_directory_resume(tmp_path):
     pairs = sorted(p.name for p in (tmp_path / "large").iterdir())
     assert len(pairs) == 90 and all(len(list((tmp_path / "large" / p).glob("*.png"))) == 32 for p in pairs)
     _check_pair(tmp_path / "large" / "fan_log", "fan", "log", cell=40, sizes=(40, 20))
+
+
+def test_reference_balanced_layout(objects_dir, tmp_path):
+    """--references all: every target cell and size, once per other reference cell, in ref_{ri}_{rj}/."""
+    assert tile_pair("camel", "frog", objects_dir, tmp_path, grid=3, cell_size=40, sizes=[40, 20], references="all") == "done"
+    folder = tmp_path / "camel_frog"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["references"] == "all" and len(manifest["images"]) == 9 * 8 * 2
+    seen = set()
+    for entry in manifest["images"]:
+        ri, rj = entry["reference"]["cell"]
+        i, j = entry["target"]["cell"]
+        assert (ri, rj) != (i, j) and entry["file"] == f"ref_{ri}_{rj}/camel_frog_{i}_{j}_{entry['size']}.png"
+        image = np.asarray(Image.open(folder / entry["file"]))
+        x0, y0, x1, y1 = entry["reference"]["box"]
+        assert image[y0:y1, x0:x1].any() and ri * 40 <= x0 and x1 <= (ri + 1) * 40
+        seen.add((ri, rj, i, j, entry["size"]))
+    assert len(seen) == 144 and sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(
+        f"ref_{i}_{j}" for j in range(3) for i in range(3))
+    assert tile_pair("camel", "frog", objects_dir, tmp_path, grid=3, cell_size=40, sizes=[40, 20], references="all") == "skipped"
+    with pytest.raises(UserError, match="references"):                 # the other design is another configuration
+        tile_pair("camel", "frog", objects_dir, tmp_path, grid=3, cell_size=40, sizes=[40, 20])

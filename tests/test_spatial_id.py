@@ -22,11 +22,17 @@ SIZES = [224, 74]
 
 
 @pytest.fixture(scope="session")
-def grid_dir(tmp_path_factory):
+def objects_for_grid(tmp_path_factory):
+    objects = tmp_path_factory.mktemp("objects")
+    make_objects(["camel", "frog", "dog", "teapot"], objects)
+    return objects
+
+
+@pytest.fixture(scope="session")
+def grid_dir(tmp_path_factory, objects_for_grid):
     """Two pairs, 16 cells x 2 sizes each."""
     root = tmp_path_factory.mktemp("grid")
-    objects = root / "objects"
-    make_objects(["camel", "frog", "dog", "teapot"], objects)
+    objects = objects_for_grid
     for a, b in (("camel", "frog"), ("dog", "teapot")):
         tile_pair(a, b, objects, root / "grid", sizes=SIZES)
     return root / "grid"
@@ -252,3 +258,41 @@ def test_bad_inputs(tiny_models, grid_dir, tmp_path):
     vectors, cells, layers, meta = extract_pair(ex, grid_dir / "dog_teapot", layers=[-1], batch_size=32)
     assert layers == [4] and vectors.shape[:2] == (1, 32) and meta["target"] == "teapot"
     assert np.isfinite(vectors.numpy()).all()
+
+
+def test_balanced_centring_by_hand():
+    """Centre within each reference position, then average over the positions, per (i, j, size)."""
+    from spatial_id.ids import pair_ids
+    g = torch.Generator().manual_seed(0)
+    cells = [[0, 0, 9], [1, 0, 9], [1, 0, 9], [0, 0, 9], [2, 0, 9], [2, 0, 9]]
+    refs = [(2, 0), (2, 0), (0, 0), (1, 0), (0, 0), (1, 0)]
+    vectors = torch.randn(2, 6, 3, generator=g)
+    ids, out_cells = pair_ids(vectors, cells, refs)
+    assert out_cells == [[0, 0, 9], [1, 0, 9], [2, 0, 9]]
+    folder_mean = {r: torch.stack([vectors[:, k] for k in range(6) if refs[k] == r]).mean(dim=0) for r in set(refs)}
+    for c, cell in enumerate(out_cells):
+        rows = [k for k in range(6) if cells[k] == cell]
+        want = sum(vectors[:, k] - folder_mean[refs[k]] for k in rows) / len(rows)
+        torch.testing.assert_close(ids[:, c], want)
+    random_ids, random_cells = pair_ids(vectors, cells, [None] * 6)
+    torch.testing.assert_close(random_ids, vectors - vectors.mean(dim=1, keepdim=True))
+    assert random_cells == cells
+
+
+def test_query_template_and_reference_balanced_extraction(tiny_models, objects_for_grid, tmp_path):
+    """--query with articles: the target is still b's last sub-token; a reference-balanced pair gives 16 x sizes IDs."""
+    from dataengine.grid import tile_pair
+    tile_pair("camel", "frog", objects_for_grid, tmp_path / "grid", sizes=[74], references="all")
+    template = "Is the {b} to the left or right of the {a}?"
+    proc = run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir",
+                         tmp_path / "grid", "--output-dir", tmp_path / "out", "--query", template, "--batch-size", "16",
+                         "--layers", "0,2", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    data = torch.load(tmp_path / "out" / "llava-7b.pt", weights_only=True)
+    assert data["meta"]["query"]["frog"] == "Is the frog to the left or right of the camel?"
+    assert data["meta"]["subtokens"]["frog"][-1].endswith("g") and data["meta"]["design"] == "references=all"
+    assert len(data["cells"]) == 16 and data["ids"]["frog"].shape[:2] == (2, 16)
+    for bad in ("Is {b} left?", "Where is {c}?", "{a} {a} {b}"):
+        proc = run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir",
+                             tmp_path / "grid", "--output-dir", tmp_path / "out", "--query", bad)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --query"), proc.stderr
