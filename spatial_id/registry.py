@@ -19,8 +19,7 @@ from batchkit.files import read_json
 @dataclass(frozen=True)
 class Family:
     model_class: str          # transformers class name
-    dtype: str = "bfloat16"   # recommended on a GPU
-    fp16_ok: bool = True      # fp16 overflows in some families' activations
+    fp16_ok: bool = True      # fp16 overflows in some families' activations (then bfloat16 on a GPU)
 
 
 FAMILIES = {
@@ -85,9 +84,12 @@ def resolve_model(model, model_path=None):
 
 
 def resolve_dtype(family, dtype, device):
-    """The torch dtype name to load with: 'auto' = the family's dtype on a GPU, float32 on the CPU."""
+    """The torch dtype name to load with: 'auto' = float16 on a GPU where the family is safe in it (its 10-bit
+    mantissa is closer to float32 than bfloat16's 7 bits), bfloat16 where float16 overflows, float32 on the CPU."""
     if dtype == "auto":
-        return FAMILIES[family].dtype if device == "cuda" else "float32"
+        if device != "cuda":
+            return "float32"
+        return "float16" if FAMILIES[family].fp16_ok else "bfloat16"
     if dtype == "float16" and not FAMILIES[family].fp16_ok:
         raise UserError(f"--dtype float16 overflows in {family} models (Qwen2-VL, Qwen2.5-VL and Gemma 3); "
                         "use bfloat16 (GPU) or float32")
@@ -128,7 +130,7 @@ def add_model_args(p, with_batch=True):
     p.add_argument("--model-path", default=None, help="local snapshot directory that replaces the alias's hub id")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
-                   help="auto = the family's dtype (bfloat16) on a GPU, float32 on the CPU; float16 is refused for Qwen2-VL/2.5-VL and Gemma 3")
+                   help="auto = float16 on a GPU (bfloat16 for Qwen2-VL/2.5-VL and Gemma 3, where float16 overflows and is refused), float32 on the CPU")
     p.add_argument("--layers", default="all", help="hidden-state indices to keep: all (default), or e.g. 0,8,16-20 (0 = embeddings)")
     p.add_argument("--query", default=None, help='question template with {a} (reference) and {b} (target), e.g. '
                    '"Is the {b} to the left or right of the {a}?"; the target word is b (default: "Is {b} to the left or right of {a}?")')

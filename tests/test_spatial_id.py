@@ -249,6 +249,7 @@ def test_bad_inputs(tiny_models, grid_dir, tmp_path):
     with pytest.raises(UserError, match="float16 overflows"):
         resolve_dtype("qwen2_vl", "float16", "cuda")
     assert resolve_dtype("gemma3", "auto", "cuda") == "bfloat16" and resolve_dtype("llava", "auto", "cpu") == "float32"
+    assert resolve_dtype("llava", "auto", "cuda") == "float16" and resolve_dtype("mllama", "auto", "cuda") == "float16"
     ex = Extractor(resolve_model("llava-7b", tiny_models["llava"]), device="cpu")
     query = QUERY.format(a="camel", b="frog")
     with pytest.raises(UserError, match="target word 'unicorn' is not in the query"):
