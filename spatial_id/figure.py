@@ -46,6 +46,46 @@ def projection(data, word=UNIVERSAL, layer=None, size=AXIS_SIZE):
     return coords.numpy(), [data["cells"][k] for k in keep], explained, basis, layers[li]
 
 
+SHUFFLES = 20     # permutations of the cells averaged for the shuffled-cell control
+
+
+def shuffled_explained(data, word=UNIVERSAL, layer=None, size=AXIS_SIZE, shuffles=SHUFFLES, seed=0):
+    """The control for the explained variance: the same IDs with their cells permuted at random (seeded), so
+    the x/y axes are built from the wrong cells; the mean fraction over `shuffles` permutations. A model without
+    spatial IDs explains as much with shuffled cells as with the true ones."""
+    g = torch.Generator().manual_seed(seed)
+    cells = data["cells"]
+    keep = [k for k, c in enumerate(cells) if c[2] == size]
+    fractions = []
+    for _ in range(shuffles):
+        order = torch.randperm(len(keep), generator=g).tolist()
+        permuted = list(cells)
+        for k, src in zip(keep, order):
+            permuted[k] = cells[keep[src]]
+        try:
+            fractions.append(projection(dict(data, cells=permuted), word, layer, size)[2])
+        except UserError:
+            continue
+    return float(np.mean(fractions)) if fractions else float("nan")
+
+
+def marker_cosines(text, layer, basis):
+    """{word: (cosine with the x axis, cosine with the orthonormalised y axis)} of the text-only embeddings at the
+    same depth, centred on their mean like the IDs; None if the text file lacks that layer."""
+    depths = text["meta"].get("image_layers", text["layers"])          # Mllama's text-only numbering differs
+    if layer not in depths:
+        return None
+    ti = depths.index(layer)
+    emb = {w: e[ti].float() for w, e in text["embeds"].items()}
+    mean = torch.stack(list(emb.values())).mean(dim=0)
+    out = {}
+    for w, e in emb.items():
+        d = e - mean
+        n = float(d.norm())
+        out[w] = tuple(float(b @ d) / n if n > 0 else 0.0 for b in basis)
+    return out
+
+
 def explained_by_layer(data, word=UNIVERSAL, size=AXIS_SIZE):
     """[(layer, explained-variance fraction of the x/y plane)] for every extracted layer."""
     out = []
@@ -76,22 +116,21 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
     for (i, j), p in pos.items():
         ax.scatter(p[0], p[1], color=_cell_colour(i, j, grid), s=90, edgecolor="k", lw=0.5, zorder=2)
         ax.annotate(f"{i},{j}", p, textcoords="offset points", xytext=(5, 4), fontsize=7)
-    depths = text["meta"].get("image_layers", text["layers"]) if text is not None else []   # Mllama numbers differ
-    if layer in depths:
-        ti = depths.index(layer)
-        emb = {w: e[ti].float() for w, e in text["embeds"].items()}
-        mean = torch.stack(list(emb.values())).mean(dim=0)   # centred like the IDs: only their difference matters
-        points = {w: ((e - mean) @ basis.T).numpy() for w, e in emb.items()}
-        reach = max(float(np.abs(p).max()) for p in points.values())
-        scale = float(np.abs(coords).max()) / reach if reach > 0 else 1.0   # their direction, drawn at the IDs' scale
-        for w, p in points.items():
-            ax.scatter(p[0] * scale, p[1] * scale, marker="*", s=260, color="k", zorder=3)
-            ax.annotate(f'text "{w}"', p * scale, textcoords="offset points", xytext=(6, -10), fontsize=9, weight="bold")
+    cosines = marker_cosines(text, layer, basis) if text is not None else None
+    if cosines:
+        reach = float(np.abs(coords).max())              # a marker at the edge only if it lies in the plane
+        for w, (cx, cy) in cosines.items():
+            p = np.array([cx, cy]) * reach
+            ax.scatter(p[0], p[1], marker="*", s=260, color="k", zorder=3)
+            ax.annotate(f'text "{w}" (cos x {cx:+.2f}, y {cy:+.2f})', p, textcoords="offset points", xytext=(6, -10),
+                        fontsize=8, weight="bold")
     ax.set_xlabel("x axis (column)")
     ax.set_ylabel("y axis (row, orthonormalised)")
     ax.invert_yaxis()
-    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}: "
-                 f"x/y plane explains {explained:.0%} of the variance", fontsize=10)
+    control = shuffled_explained(data, word, layer)
+    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}: x/y plane explains "
+                 f"{explained:.0%} of the variance (shuffled cells: {control:.0%})\n"
+                 "text markers at their cosines with the axes, times the IDs' reach", fontsize=9)
     return explained
 
 
@@ -106,11 +145,15 @@ def write_fig5(id_file, output, text_file=None, word=UNIVERSAL, layer=None, swee
     fig, ax = plt.subplots(figsize=(6.5, 6))
     explained = draw_fig5(ax, data, text, word, layer)
     _save(fig, output)
-    print(f"fig5: {output} (explained variance {explained:.1%})")
+    print(f"fig5: {output} (explained variance {explained:.1%}, shuffled-cell control "
+          f"{shuffled_explained(data, word, layer):.1%})")
     if sweep_output:
         sweep = explained_by_layer(data, word)
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o")
+        ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o", label="true cells")
+        ax.plot([s[0] for s in sweep], [shuffled_explained(data, word, s[0]) for s in sweep], marker=".", color="0.6",
+                label="shuffled cells (control)")
+        ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("layer (hidden-state index, 0 = embeddings; no point where the IDs have no x/y plane)")
         ax.set_ylabel("variance in x/y plane")

@@ -701,3 +701,25 @@ def test_wrapper_goes_on_past_exit_1_and_stops_at_2(scenes_dir, tmp_path):
                           text=True, env=env, timeout=600)
     assert proc.returncode == 2 and not (tmp_path / "out" / "multiview.json").exists()
     assert "summary" in proc.stdout
+
+
+def test_fig5_shuffled_control_and_marker_cosines():
+    from spatial_id.figure import marker_cosines, plane, shuffled_explained
+    cells = [[i, j, 224] for j in range(3) for i in range(3)]
+    e = torch.eye(5)
+    layer1 = torch.stack([2 * i * e[0] + 2 * j * e[1] for i, j, _ in cells])
+    ids = torch.stack([torch.zeros(9, 5), layer1 - layer1.mean(0)])
+    data = {"meta": {"model": "hand"}, "layers": [0, 1], "cells": cells, "ids": {"universal": ids}}
+    assert projection(data, layer=1)[2] == pytest.approx(1.0)            # a perfect grid lies in its plane
+    assert shuffled_explained(data, layer=1) == pytest.approx(1.0)        # ... and so does any permutation of it
+    noisy = layer1 + torch.stack([torch.zeros(5)] * 9)
+    noisy[:, 2] = torch.tensor([1.0, -1, 1, -1, 1, -1, 1, -1, 0])         # variance off the plane too
+    data["ids"]["universal"] = torch.stack([torch.zeros(9, 5), noisy - noisy.mean(0)])
+    true, control = projection(data, layer=1)[2], shuffled_explained(data, layer=1)
+    assert 0 < control < true < 1
+    basis = plane(e[0], e[1])
+    text = {"meta": {}, "layers": [0, 1], "embeds": {"left": torch.stack([e[0], 3 * e[0] + 4 * e[3]]),
+                                                     "right": torch.stack([e[1], -3 * e[0] - 4 * e[3]])}}
+    cos = marker_cosines(text, 1, basis)                                   # centred: +-(3 e0 + 4 e3), |.| = 5
+    assert cos["left"] == pytest.approx((0.6, 0.0)) and cos["right"] == pytest.approx((-0.6, 0.0))
+    assert marker_cosines(text, 7, basis) is None
