@@ -1,5 +1,6 @@
 """Spatial-ID extraction on tiny random-weight models of all six families, loaded as users load real ones."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -297,3 +298,30 @@ def test_query_template_and_reference_balanced_extraction(tiny_models, objects_f
         proc = run_inprocess("spatial_id/compute_id.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir",
                              tmp_path / "grid", "--output-dir", tmp_path / "out", "--query", bad)
         assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --query"), proc.stderr
+
+
+def test_probes_on_hand_made_features_and_the_cli(tiny_models, grid_dir, tmp_path):
+    from spatial_id.probes import bootstrap_ci, run_probes
+    g = torch.Generator().manual_seed(0)
+    cells = [[i, j, 224] for j in range(4) for i in range(4)]
+    direction = torch.randn(2, 8, generator=g)
+
+    def pair(noise_seed):                       # features = column x d0 + row x d1 + small noise: linearly decodable
+        n = torch.Generator().manual_seed(noise_seed)
+        x = torch.stack([c[0] * direction[0] + c[1] * direction[1] for c in cells]) + 0.01 * torch.randn(16, 8, generator=n)
+        return torch.stack([torch.randn(16, 8, generator=n), x]), cells   # layer 0: noise only
+    results = run_probes({"a_b": pair(1), "c_d": pair(2), "e_f": pair(3)}, [0, 1], 4, heldout=["e_f"])
+    assert results["train_pairs"] == ["a_b", "c_d"] and results["heldout_pairs"] == ["e_f"]
+    assert results["layers"]["1"]["column"]["accuracy"] == 1.0 and results["layers"]["1"]["row"]["ci"] == [1.0, 1.0]
+    assert results["layers"]["1"]["column"]["control"] < 0.6 and results["layers"]["0"]["column"]["accuracy"] < 0.6
+    lo, hi = bootstrap_ci([1, 0] * 50)
+    assert lo < 0.5 < hi and hi - lo < 0.25
+    proc = run_inprocess("spatial_id/probe.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir", grid_dir,
+                         "--output-dir", tmp_path / "probe", "--device", "cpu", "--layers", "0,2,4")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "probe" / "probes.json").read_text())
+    assert sorted(data["layers"]) == ["0", "2", "4"] and len(data["heldout_pairs"]) == 1
+    assert (tmp_path / "probe" / "probes.png").read_bytes().startswith(b"\x89PNG")
+    one = run_inprocess("spatial_id/probe.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir",
+                        grid_dir / "camel_frog", "--output-dir", tmp_path / "p2")
+    assert one.returncode == 2 and "at least two pairs" in one.stderr
