@@ -325,3 +325,59 @@ def test_probes_on_hand_made_features_and_the_cli(tiny_models, grid_dir, tmp_pat
     one = run_inprocess("spatial_id/probe.py", "--model", f"llava-7b={tiny_models['llava']}", "--image-dir",
                         grid_dir / "camel_frog", "--output-dir", tmp_path / "p2")
     assert one.returncode == 2 and "at least two pairs" in one.stderr
+
+
+def test_intervention_hook_changes_only_the_target_row_at_its_layer(tiny_models, grid_dir):
+    from spatial_id.intervention import Intervener
+    ex = Extractor(ModelChoice("llava-7b", str(tiny_models["llava"]), "llava"), device="cpu")
+    query = QUERY.format(a="camel", b="frog")
+    text = ex.prompt(query, with_image=True)
+    target = ex.target_position(text, query, "frog")
+    inputs = ex._inputs([text], _images(grid_dir / "camel_frog", 1))
+    position = inputs["input_ids"].shape[1] - target.tail
+    delta = torch.randn(1, ex.model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = ex.model(**inputs, output_hidden_states=True).hidden_states
+    intervener = Intervener(ex)
+    final = len(plain) - 1
+    rows, where = torch.tensor([0]), torch.tensor([position])
+    for layer in (0, 2, final):
+        base = ex.run(inputs, target, list(range(final + 1)))
+        with torch.no_grad(), intervener.shifted(rows, where, layer, delta):
+            got = ex.run(inputs, target, list(range(final + 1)))            # the extraction's hooks read after the shift
+            moved = ex.model(**inputs, output_hidden_states=True).hidden_states
+        torch.testing.assert_close(got[:layer], base[:layer])                   # before the swap: untouched
+        torch.testing.assert_close(got[layer, 0], base[layer, 0] + delta[0], atol=1e-5, rtol=0)   # shifted by delta
+        nxt = min(layer + 1, final)
+        torch.testing.assert_close(moved[nxt][0, :position], plain[nxt][0, :position])   # earlier positions: untouched
+        if layer < final:
+            assert not torch.equal(moved[nxt][0, position], plain[nxt][0, position])     # the target: moved downstream
+
+
+def test_flip_rates_by_hand_and_the_cli(tiny_models, grid_dir, tmp_path):
+    from spatial_id.intervention import classify, rates
+    reference = (2, 1)
+    assert classify((0, 0), (3, 0), reference) == "crossing" and classify((0, 0), (1, 3), reference) == "not_crossing"
+    assert classify((0, 0), (2, 2), reference) is None and classify((2, 0), (3, 0), reference) is None
+    r = rates({"crossing": [1, 1, 0, 1], "not_crossing": [0, 0, 0, 1], "control": [0, 0, 0, 0]})
+    assert (r["crossing"], r["not_crossing"], r["control"]) == (0.75, 0.25, 0.0) and r["ci"]["control"] == [0.0, 0.0]
+    model = f"llava-7b={tiny_models['llava']}"
+    assert run_inprocess("spatial_id/compute_id.py", "--model", model, "--image-dir", grid_dir, "--output-dir",
+                         tmp_path / "ids", "--device", "cpu").returncode == 0
+    proc = run_inprocess("spatial_id/intervene.py", "--model", model, "--ids", tmp_path / "ids" / "llava-7b.pt",
+                         "--image-dir", grid_dir, "--layers", "1,3", "--cells-from", "0,0", "--output-dir", tmp_path / "iv",
+                         "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "iv" / "interventions.json").read_text())
+    assert sorted(data["layers"]) == ["1", "3"]
+    for layer in data["layers"].values():
+        assert layer["n"]["crossing"] > 0 and 0 <= layer["crossing"] <= 1 and 0 <= layer["control"] <= 1
+    assert (tmp_path / "iv" / "interventions.png").read_bytes().startswith(b"\x89PNG")
+    for extra, needle in ((("--cells-from", "9,9"), "no such cell"), (("--layers", "40"), "out of range")):
+        bad = run_inprocess("spatial_id/intervene.py", "--model", model, "--ids", tmp_path / "ids" / "llava-7b.pt",
+                            "--image-dir", grid_dir, "--output-dir", tmp_path / "iv2", "--device", "cpu", *extra)
+        assert bad.returncode == 2 and needle in bad.stderr.strip().splitlines()[-1], bad.stderr
+    other = shutil.copytree(tiny_models["llava"], tmp_path / "other_llava")
+    bad = run_inprocess("spatial_id/intervene.py", "--model", f"llava-7b={other}", "--ids", tmp_path / "ids" / "llava-7b.pt",
+                        "--image-dir", grid_dir, "--output-dir", tmp_path / "iv3", "--device", "cpu")
+    assert bad.returncode == 2 and "not of the loaded" in bad.stderr

@@ -1,0 +1,218 @@
+"""Interventions on spatial IDs: move the target word's ID to another cell and see whether the answer moves.
+
+At hidden-state index L (numbered as everywhere here: 0 = embeddings, k =
+output of decoder layer k, the last = after the final norm) the target word's
+state h becomes h + ID(to) - ID(from), through the same hooks as the
+extraction; everything else of the forward is untouched. The answer is the
+model's choice between its "left" and "right" tokens right after the chat
+prompt. A move *crosses* when it takes the target to the other side of the
+reference's column (then a model that reads position from the ID should flip
+its answer) and does not cross when it stays on the same side; the control
+adds a random vector of the same norm as the move. Rates come with bootstrap
+95% intervals.
+"""
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from batchkit.errors import UserError
+
+from .ids import read_pair
+from .probes import bootstrap_ci
+
+ANSWERS = ("left", "right")
+
+
+class Intervener:
+    """An Extractor's model, asked left-or-right with an optional shift of the target word's state."""
+
+    def __init__(self, extractor):
+        self.ex = extractor
+
+    def answer_ids(self, text):
+        """Token ids of the first token of each answer word right after the prompt `text`."""
+        tok = self.ex.tokenizer
+        base = tok(text, add_special_tokens=self.ex._add_special(text))["input_ids"]
+        out = []
+        for word in ANSWERS:
+            ids = tok(text + word, add_special_tokens=self.ex._add_special(text))["input_ids"]
+            if ids[:len(base)] != base or len(ids) == len(base):
+                raise UserError(f"{self.ex.choice.name}'s tokenizer merges {word!r} into the prompt; cannot read its answer")
+            out.append(ids[len(base)])
+        if out[0] == out[1]:
+            raise UserError(f"{self.ex.choice.name}'s tokenizer starts 'left' and 'right' with the same token")
+        return out
+
+    @contextmanager
+    def shifted(self, rows, positions, layer, deltas):
+        """Within the block, the forward adds deltas[B, D] to the states at (rows, positions) at hidden-state index
+        `layer` (0 = embeddings entering the decoder, k = output of decoder layer k, the last = after the norm)."""
+        ex = self.ex
+        final = ex.num_hidden_states(True) - 1
+        if deltas is None:
+            yield
+            return
+
+        def shift(h):
+            h = h.clone()
+            h[rows, positions] += deltas.to(h.device, h.dtype)
+            return h
+
+        if layer == 0:
+            def pre(module, args, kwargs):
+                if args:
+                    return (shift(args[0]), *args[1:]), kwargs
+                return args, dict(kwargs, hidden_states=shift(kwargs["hidden_states"]))
+            handle = ex.decoder.layers[0].register_forward_pre_hook(pre, with_kwargs=True)
+        else:
+            def post(module, args, output):
+                return (shift(output[0]), *output[1:]) if isinstance(output, tuple) else shift(output)
+            handle = (ex.decoder.norm if layer == final else ex.decoder.layers[layer - 1]).register_forward_hook(post)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    @torch.inference_mode()
+    def logits(self, inputs, target, layer, deltas=None, answer_ids=None):
+        """Tensor[B, 2]: the logits of the two answers after each row's prompt, with deltas[B, D] (or None) added to
+        the target's state at hidden-state index `layer`."""
+        ex = self.ex
+        inputs = {k: v.to(ex.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        lengths = inputs["attention_mask"].sum(dim=1)
+        rows = torch.arange(lengths.shape[0], device=lengths.device)
+        with self.shifted(rows, lengths - target.tail, layer, deltas):
+            logits = ex.model(**inputs, use_cache=False).logits
+        return logits[rows, lengths - 1].float()[:, answer_ids].cpu()
+
+
+def side(column, reference_column):
+    return int(np.sign(column - reference_column))
+
+
+def classify(from_cell, to_cell, reference_cell):
+    """'crossing' (to the other side of the reference's column), 'not_crossing' (same side) or None (in its column)."""
+    a, b = side(from_cell[0], reference_cell[0]), side(to_cell[0], reference_cell[0])
+    if a == 0 or b == 0:
+        return None
+    return "crossing" if a != b else "not_crossing"
+
+
+def rates(flips):
+    """{"crossing"|"not_crossing"|"control": rate} and their 95% intervals from {kind: [0/1, ...]}."""
+    out = {kind: float(np.mean(v)) if v else float("nan") for kind, v in flips.items()}
+    out["ci"] = {kind: bootstrap_ci(v) for kind, v in flips.items()}
+    out["n"] = {kind: len(v) for kind, v in flips.items()}
+    return out
+
+
+def parse_cell(text, grid, flag):
+    try:
+        i, j = (int(v) for v in str(text).strip("()[] ").split(","))
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: write a cell as i,j (column, row)") from None
+    if not (0 <= i < grid and 0 <= j < grid):
+        raise UserError(f"{flag} {text!r}: no such cell on a {grid} x {grid} grid (0..{grid - 1})")
+    return (i, j)
+
+
+def load_ids(path, extractor, word="universal"):
+    """The ID file's {"layers", "cells", "ids"} for `word`, checked against the loaded model."""
+    from .ids import load_pt
+    data = load_pt(path)
+    source = data.get("meta", {}).get("model_path")
+    if source != extractor.choice.source:
+        raise UserError(f"{path}: IDs of {source!r}, not of the loaded {extractor.choice.source!r}; extract them "
+                        "with this model first")
+    if word not in data["ids"]:
+        raise UserError(f"{path}: no IDs for {word!r}; keys: {', '.join(data['ids'])}")
+    return data
+
+
+def flip_experiment(intervener, folders, id_data, layers, query_template, size=None, cells_from=None, cells_to=None,
+                    batch_size=16, seed=0, word="universal"):
+    """{layer: rates} over the pair folders' images of one size (random design: the manifest's reference cell)."""
+    ex = intervener.ex
+    rng = torch.Generator().manual_seed(seed)
+    id_index = {tuple(c): k for k, c in enumerate(id_data["cells"])}
+    results = {}
+    for layer in layers:
+        if layer not in id_data["layers"]:
+            raise UserError(f"layer {layer} is not in the ID file (layers {id_data['layers'][0]}..{id_data['layers'][-1]})")
+    for layer in tqdm(layers, desc="layers", unit="layer"):
+        li = id_data["layers"].index(layer)
+        table = id_data["ids"][word][li].float()
+        flips = {"crossing": [], "not_crossing": [], "control": []}
+        for folder in folders:
+            a, b, entries = read_pair(folder)
+            manifest = json.loads((Path(folder) / "manifest.json").read_text())
+            refs = [tuple(e["reference"]["cell"]) for e in manifest["images"]]
+            chosen = size or max(c[2] for _, c in entries)
+            query = query_template.format(a=a, b=b)
+            text = ex.prompt(query, with_image=True)
+            target = ex.target_position(text, query, b)
+            answers = intervener.answer_ids(text)
+            grid_cells = sorted({(c[0], c[1]) for _, c in entries})
+            for (path, cell), ref in zip(entries, refs):
+                here = (cell[0], cell[1])
+                if cell[2] != chosen or (cells_from and here != cells_from):
+                    continue
+                moves = [d for d in grid_cells if d != here and (not cells_to or d == cells_to)
+                         and classify(here, d, ref) is not None and (d[0], d[1], chosen) in id_index]
+                if not moves or (here[0], here[1], chosen) not in id_index:
+                    continue
+                with Image.open(path) as im:
+                    image = im.convert("RGB")
+                inputs = ex._inputs([text], [image])
+                before = intervener.logits(inputs, target, layer, None, answers).argmax(dim=1)
+                own = table[id_index[(here[0], here[1], chosen)]]
+                deltas = torch.stack([table[id_index[(d[0], d[1], chosen)]] - own for d in moves])
+                noise = torch.randn(deltas.shape, generator=rng)
+                noise = noise / noise.norm(dim=1, keepdim=True) * deltas.norm(dim=1, keepdim=True)
+                for start in range(0, len(moves), batch_size):
+                    chunk = slice(start, start + batch_size)
+                    n = len(moves[chunk])
+                    batch = ex._inputs([text] * n, [image] * n)
+                    moved = intervener.logits(batch, target, layer, deltas[chunk], answers).argmax(dim=1)
+                    control = intervener.logits(batch, target, layer, noise[chunk], answers).argmax(dim=1)
+                    for d, m, c in zip(moves[chunk], moved.tolist(), control.tolist()):
+                        kind = classify(here, d, ref)
+                        flips[kind].append(int(m != int(before[0])))
+                        if kind == "crossing":
+                            flips["control"].append(int(c != int(before[0])))
+        results[layer] = rates(flips)
+    return results
+
+
+def write_flip_outputs(results, meta, output_dir):
+    """interventions.json and interventions.png (flip rate by layer: crossing, not crossing, control)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from batchkit.files import atomic_path, write_json
+    out = Path(output_dir)
+    write_json(out / "interventions.json", {"meta": meta, "layers": {str(k): v for k, v in results.items()}})
+    layers = sorted(results)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for kind, style in (("crossing", {"marker": "o"}), ("not_crossing", {"marker": "s"}),
+                        ("control", {"marker": ".", "color": "0.6"})):
+        values = [results[k][kind] for k in layers]
+        line = ax.plot(layers, values, label=kind.replace("_", " "), **style)[0]
+        ax.fill_between(layers, [results[k]["ci"][kind][0] for k in layers], [results[k]["ci"][kind][1] for k in layers],
+                        color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("layer of the swap (hidden-state index)")
+    ax.set_ylabel("answers flipped (95% CI)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{meta.get('model', '')}: swapping the target's spatial ID to another cell", fontsize=10)
+    with atomic_path(out / "interventions.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
