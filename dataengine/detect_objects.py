@@ -23,7 +23,7 @@ from dataengine.detect import (  # noqa: E402
     detect_dataset,
     parse_labels,
 )
-from dataengine.models import DEVICES, DTYPES  # noqa: E402
+from dataengine.models import add_device_args  # noqa: E402
 
 fraction = number(float, 0, 1)
 
@@ -39,8 +39,7 @@ def build_parser():
     p.add_argument("--text-threshold", type=fraction, default=DEFAULT_TEXT_THRESHOLD, help="Grounding DINO: tokens above this make a box's phrase (default %(default)g)")
     p.add_argument("--nms-iou", type=fraction, default=DEFAULT_NMS_IOU, help="boxes of one label overlapping more than this IoU are duplicates (default %(default)g)")
     p.add_argument("--max-objects", type=positive_int, default=DEFAULT_MAX_OBJECTS, help="at most this many boxes per image, best first (default %(default)s)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
+    add_device_args(p)
     return p
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, positive_float, positive_int, run_cli  # noqa: E402
 from dataengine.depth import BATCH_SIZES, estimate_dataset  # noqa: E402
-from dataengine.models import DEPTH_MODELS, DEVICES, DTYPES  # noqa: E402
+from dataengine.models import DEPTH_MODELS, add_device_args  # noqa: E402
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR  # noqa: E402
 
 
@@ -29,8 +29,7 @@ def build_parser():
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help=f"images of one size per forward pass (default: {BATCH_SIZES['cpu']} on the CPU, where larger batches "
                         f"are slower per image, {BATCH_SIZES['cuda']} on a GPU)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
+    add_device_args(p)
     p.add_argument("--overwrite", action="store_true", help="redo images whose depth maps are current")
     return p
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from batchkit.errors import UserError
 from batchkit.files import read_json
-from spatial_id.registry import resolve_device
+from spatial_id.registry import DEVICES, DTYPES, resolve_device
 
 DEPTH_FAMILIES = {"depth_anything": "DepthAnythingForDepthEstimation", "depth_pro": "DepthProForDepthEstimation",
                   "zoedepth": "ZoeDepthForDepthEstimation"}
@@ -25,8 +25,6 @@ DEPTH_MODELS = {
     "depth-pro": ("apple/DepthPro-hf", "depth_pro"),
     "zoedepth-nyu-kitti": ("Intel/zoedepth-nyu-kitti", "zoedepth"),
 }
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,12 @@ def resolve(model, registry, families, what):
         raise UserError(f"{path}: a {family!r} model, which the {what} registry does not hold "
                         f"(families: {', '.join(sorted(families))}); pick a model of one of those")
     return Choice(path.name, str(path.resolve()), family)
+
+
+def add_device_args(p):
+    """--device and --dtype of the front-end CLIs."""
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
 
 
 def torch_dtype(dtype, device):

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, run_cli  # noqa: E402
-from dataengine.models import DEVICES, DTYPES  # noqa: E402
+from dataengine.models import add_device_args  # noqa: E402
 from dataengine.segment import SEG_MODELS, segment_annotations  # noqa: E402
 from spacesgg.cli import add_path_rewrite_args  # noqa: E402
 
@@ -28,8 +28,7 @@ def build_parser():
     p.add_argument("--model", required=True, help=f"alias ({', '.join(SEG_MODELS)}) or a local model folder")
     p.add_argument("--mask-dir", default=None, help="where the masks go (default DATASET/masks)")
     p.add_argument("--overwrite", action="store_true", help="make masks for objects that already have one too")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
+    add_device_args(p)
     add_path_rewrite_args(p)
     return p
 
