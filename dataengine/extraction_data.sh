@@ -4,15 +4,15 @@
 # Every setting below can be overridden from the environment, e.g. SIZES="224 74" bash ...
 set -euo pipefail
 
-OBJECTS=${OBJECTS:-"backpack fan camel frog dog cake log robot person teapot"}   # every ordered pair of these
-GRID=${GRID:-4}                             # cells per side
-CELL=${CELL:-224}                           # cell size in pixels (canvas = GRID x CELL)
-SIZES=${SIZES:-"224 174 124 74"}             # object sizes in pixels
-SEED=${SEED:-0}                             # placement seed: same seed, same bytes
-REFERENCES=${REFERENCES:-random}                 # random: one reference cell per image; all: every other cell (960 images/pair)
-BACKGROUND=${BACKGROUND:-black}                   # black (as published), white, or a folder of images
-WORKERS=${WORKERS:-2}              # pairs in parallel
-PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
+OBJECTS=${OBJECTS:-"backpack fan camel frog dog cake log robot person teapot"}  # every ordered pair of these
+GRID=${GRID:-4}                                                                 # cells per side
+CELL=${CELL:-224}                                                               # cell size in pixels (canvas = GRID x CELL)
+SIZES=${SIZES:-"224 174 124 74"}                                                # object sizes in pixels
+SEED=${SEED:-0}                                                                 # placement seed: same seed, same bytes
+REFERENCES=${REFERENCES:-random}                                                # random: one reference cell per image; all: every other cell (960 images/pair)
+BACKGROUND=${BACKGROUND:-black}                                                 # black (as published), white, or a folder of images
+WORKERS=${WORKERS:-2}                                                           # pairs in parallel
+PYTHON=${PYTHON:-}                                                              # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -z "$PYTHON" ]; then

@@ -5,12 +5,12 @@
 #   MODELS="llava-7b=/models/llava-1.5-7b-hf qwen-3b" bash spatial_id/batch_extraction.sh
 set -euo pipefail
 
-MODELS=${MODELS:-"llava-7b qwen-3b internvl-2b gemma-4b llama-11b"}   # aliases, or ALIAS=DIR for local snapshots
-DEVICE=${DEVICE:-auto}             # auto: cuda if available, else cpu
-DTYPE=${DTYPE:-auto}               # auto: bfloat16 on a GPU, float32 on the CPU
-BATCH_SIZE=${BATCH_SIZE:-8}        # images per forward pass
-LAYERS=${LAYERS:-all}              # hidden-state indices, e.g. all or 0,8,16-20
-PYTHON=${PYTHON:-}                # interpreter (default: the repository's .venv from make setup, else python3)
+MODELS=${MODELS:-"llava-7b qwen-3b internvl-2b gemma-4b llama-11b"}  # aliases, or ALIAS=DIR for local snapshots
+DEVICE=${DEVICE:-auto}                                               # auto: cuda if available, else cpu
+DTYPE=${DTYPE:-auto}                                                 # auto: float16 on a GPU (bfloat16 where it overflows), float32 on the CPU
+BATCH_SIZE=${BATCH_SIZE:-8}                                          # images per forward pass
+LAYERS=${LAYERS:-all}                                                # hidden-state indices, e.g. all or 0,8,16-20
+PYTHON=${PYTHON:-}                                                   # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ -z "$PYTHON" ]; then
