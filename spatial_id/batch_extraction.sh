@@ -10,6 +10,7 @@ DEVICE=${DEVICE:-auto}                                               # auto: cud
 DTYPE=${DTYPE:-auto}                                                 # auto: float16 on a GPU (bfloat16 where it overflows), float32 on the CPU
 BATCH_SIZE=${BATCH_SIZE:-8}                                          # images per forward pass
 LAYERS=${LAYERS:-all}                                                # hidden-state indices, e.g. all or 0,8,16-20
+QUERY=${QUERY:-}                                                     # question template, e.g. "Is the {b} to the left or right of the {a}?"
 PYTHON=${PYTHON:-}                                                   # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +24,7 @@ for entry in $MODELS; do
   name="${entry%%=*}"
   echo "== $name: per-pair spatial IDs"
   "$PYTHON" "$HERE/compute_id.py" --model "$entry" --image-dir "$IMAGE_BASE" --output-dir "$OUTPUT_BASE" --per-pair \
-    --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS"
+    --batch-size "$BATCH_SIZE" --device "$DEVICE" --dtype "$DTYPE" --layers "$LAYERS" ${QUERY:+--query "$QUERY"}
   echo "== $name: universal IDs and axes"
   "$PYTHON" "$HERE/average_id.py" --input-dir "$OUTPUT_BASE" --model "$name" --image-dir "$IMAGE_BASE"
   "$PYTHON" "$HERE/compute_axes.py" --id-file "$OUTPUT_BASE/$name.pt"
