@@ -12,7 +12,7 @@ import sys
 
 from batchkit.cli import make_parser, number, positive_float, positive_int, run_cli
 from spacesgg.camera import DEFAULT_FOV_DEG
-from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, convert_dataset
+from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, convert_dataset, parse_outputs
 
 
 def build_parser():
@@ -27,13 +27,15 @@ def build_parser():
     p.add_argument("--output-dir", default=None, help="where to write (default DATASET/point_clouds)")
     p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="images converted in parallel processes (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs are already newer than their inputs")
+    p.add_argument("--outputs", default="ply,npy", help="what to write: ply (point clouds), npy (point maps) or ply,npy "
+                   "(default %(default)s); stage 1.3 can read depth maps instead of point maps (--depth-dir)")
     return p
 
 
 def main(args):
     return convert_dataset(args.dataset_path, scale_factor=args.scale_factor, output_dir=args.output_dir, fov=args.fov,
                            max_depth=args.max_depth, world_coordinates=args.world_coordinates,
-                           workers=args.workers, overwrite=args.overwrite)
+                           workers=args.workers, overwrite=args.overwrite, outputs=parse_outputs(args.outputs))
 
 
 if __name__ == "__main__":

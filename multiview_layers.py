@@ -1,8 +1,9 @@
 """Layers and pairwise relations from the front, left, right and back of the scene (SpaceSGG stage 1.3).
 
-    python multiview_layers.py --input-file outputs/layers.json --point-cloud-dir data/synthetic_scenes/point_clouds --mask-dir data/synthetic_scenes/masks --output-file outputs/multiview.json
+    python multiview_layers.py --input-file outputs/layers.json --depth-dir data/synthetic_scenes/depth_maps --mask-dir data/synthetic_scenes/masks --output-file outputs/multiview.json
 
-Reads the {stem}.npy point maps of d2p.py. Views orbit the scene about the
+Reads the {stem}.npy point maps of d2p.py (--point-cloud-dir), or computes the
+same points from the depth maps and the dataset's intrinsics (--depth-dir). Views orbit the scene about the
 vertical axis through the scene centre (median of all object points); right =
 forward x up, up is -y:
   front  the original camera                    x' =  x, z' =  z
@@ -20,15 +21,24 @@ if behind. Ambiguity rule: an order is stated only when the two objects'
 
 import sys
 
-from batchkit.cli import make_parser, run_cli
+from batchkit.cli import make_parser, number, positive_float, run_cli
+from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.cli import add_layer_args, add_mask_args, add_order_args, add_path_rewrite_args
+from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR
 from spacesgg.multiview import multiview_layers
 
 
 def build_parser():
     p = make_parser(__doc__, __doc__.split("\n\n", 2)[2])
     p.add_argument("--input-file", required=True, help="annotation JSON (the output of layers_aggregation.py, or any native/legacy annotation)")
-    p.add_argument("--point-cloud-dir", required=True, help="folder of {stem}.npy point maps written by d2p.py")
+    p.add_argument("--point-cloud-dir", default=None, help="folder of {stem}.npy point maps written by d2p.py (or --depth-dir)")
+    p.add_argument("--depth-dir", default=None, help="instead of point maps: the depth maps, back-projected with the dataset's "
+                                                     "intrinsics exactly as d2p.py does (no point maps on disk)")
+    p.add_argument("--camera-dir", default=None, help="with --depth-dir: the folder holding intrinsics.json / K.txt (default: the depth folder's parent)")
+    p.add_argument("--scale-factor", type=positive_float, default=DEFAULT_SCALE_FACTOR, help="with --depth-dir: depth PNG value per metre (default %(default)g)")
+    p.add_argument("--fov", type=number(float, 0, 180, low_open=True, high_open=True), default=DEFAULT_FOV_DEG,
+                   help="with --depth-dir: horizontal field of view in degrees where there is no intrinsics.json entry or K.txt (default %(default)g)")
+    p.add_argument("--max-depth", type=positive_float, default=DEFAULT_MAX_DEPTH, help="with --depth-dir: depths beyond this many metres are invalid (default %(default)g)")
     p.add_argument("--mask-dir", required=True, help="folder of object mask PNGs")
     p.add_argument("--output-file", required=True, help="annotation JSON to write (atomically)")
     add_path_rewrite_args(p)
@@ -40,7 +50,9 @@ def build_parser():
 
 def main(args):
     return multiview_layers(args.input_file, args.point_cloud_dir, args.mask_dir, args.output_file, args.dataset_base,
-                            args.data_prefix, mask_erode=args.mask_erode, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
+                            args.data_prefix, mask_erode=args.mask_erode, depth_dir=args.depth_dir,
+                            camera_dir=args.camera_dir, scale_factor=args.scale_factor, fov=args.fov,
+                            max_depth=args.max_depth, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
                             overlap_tolerance=args.overlap_tolerance, min_separation=args.min_separation)
 
 

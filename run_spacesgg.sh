@@ -8,6 +8,7 @@
 set -euo pipefail
 
 SCALE_FACTOR=${SCALE_FACTOR:-5000}        # depth PNG value per metre
+POINT_CLOUDS=${POINT_CLOUDS:-}             # d2p outputs to keep: empty (none; stage 1.3 reads depth maps), ply, npy or ply,npy
 WORKERS=${WORKERS:-2}                      # d2p processes
 ANNOTATIONS=${ANNOTATIONS:-}               # the annotation file (default DATASET/annotations.json)
 DATASET_BASE=${DATASET_BASE:-}             # annotation key prefix to replace (optional)
@@ -36,14 +37,20 @@ if [ -n "$DATASET_BASE" ]; then REWRITE=(--dataset-base "$DATASET_BASE" --data-p
 # shellcheck source=batchkit/steps.sh
 source "$HERE/batchkit/steps.sh"
 
-step "1/6 d2p: depth maps -> point clouds" \
-  "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS"
+if [ -n "$POINT_CLOUDS" ]; then
+  step "1/6 d2p: depth maps -> point clouds ($POINT_CLOUDS)" \
+    "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS" --outputs "$POINT_CLOUDS"
+else
+  echo "== 1/6 d2p: skipped (POINT_CLOUDS is empty: stage 1.3 back-projects the depth maps itself)"
+fi
 step "2/6 layers_aggregation: depth layers" \
   "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$ANNOTATIONS" --depth-dir "$DATASET/depth_maps" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" --mask-erode "$MASK_ERODE" \
   ${REWRITE[@]+"${REWRITE[@]}"}
+if [[ ",$POINT_CLOUDS," == *",npy,"* ]]; then POINTS=(--point-cloud-dir "$DATASET/point_clouds")
+else POINTS=(--depth-dir "$DATASET/depth_maps" --scale-factor "$SCALE_FACTOR"); fi
 step "3/6 multiview_layers: relations from four views" \
-  "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" --point-cloud-dir "$DATASET/point_clouds" \
+  "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" "${POINTS[@]}" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" --mask-erode "$MASK_ERODE" ${REWRITE[@]+"${REWRITE[@]}"}
 
 LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED" --image-root "$IMAGE_ROOT")
@@ -56,6 +63,6 @@ for kind in layer between rotation; do
   n=$((n + 1))
 done
 
-echo "SpaceSGG outputs: point clouds in $DATASET/point_clouds, layers in $OUT/layers.json, relations in $OUT/multiview.json,"
+echo "SpaceSGG outputs: ${POINT_CLOUDS:+point clouds in $DATASET/point_clouds, }layers in $OUT/layers.json, relations in $OUT/multiview.json,"
 echo "training data (LLaVA format, images relative to $IMAGE_ROOT) in $OUT/layer.json $OUT/between.json $OUT/rotation.json"
 finish

@@ -34,8 +34,8 @@ class Job:
     stem: str
     image: Path
     depth: Path
-    ply: Path
-    npy: Path
+    ply: Path | None         # None: not asked for (--outputs)
+    npy: Path | None
     intr: Intrinsics | None  # from intrinsics.json or K.txt; None: from --fov and the image size
     fov: float
     scale_factor: float
@@ -68,15 +68,17 @@ def convert_one(job):
     xyz = points.reshape(-1, 3).take(valid, axis=0)
     if job.pose is not None:
         xyz = transform_points(xyz, job.pose)
-    write_ply(job.ply, xyz, rgb.reshape(-1, 3).take(valid, axis=0))
-    write_npy(job.npy, points)
+    if job.ply:
+        write_ply(job.ply, xyz, rgb.reshape(-1, 3).take(valid, axis=0))
+    if job.npy:
+        write_npy(job.npy, points)
     return len(valid)
 
 
 def _is_fresh(job, since):
     """Outputs exist and are newer than both inputs and than the recorded settings: a rerun skips this image."""
     try:
-        out = min(job.ply.stat().st_mtime, job.npy.stat().st_mtime)
+        out = min(path.stat().st_mtime for path in (job.ply, job.npy) if path)
     except FileNotFoundError:
         return False
     return out >= max(job.image.stat().st_mtime, job.depth.stat().st_mtime, since)
@@ -104,8 +106,19 @@ def check_settings(scale_factor, fov, max_depth):
                             + (" below 180 degrees" if flag == "--fov" else ""))
 
 
+OUTPUTS = ("ply", "npy")
+
+
+def parse_outputs(text):
+    """--outputs "ply,npy" -> ("ply", "npy"): what d2p writes."""
+    wanted = tuple(dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()))
+    if not wanted or set(wanted) - set(OUTPUTS):
+        raise UserError(f"--outputs {text!r}: give ply, npy or ply,npy")
+    return wanted
+
+
 def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
-              max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False):
+              max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, outputs=OUTPUTS):
     """Pair images with depth maps by stem; report the unpaired ones on `tally`."""
     dataset = Path(dataset_path)
     images_dir, depth_dir = dataset / "images", dataset / "depth_maps"
@@ -136,16 +149,18 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
         except RecordError as e:
             tally.fail(str(e))
             continue
-        jobs.append(Job(stem, images[stem], depths[stem], out / f"{stem}.ply", out / f"{stem}.npy", intr, fov,
+        jobs.append(Job(stem, images[stem], depths[stem], out / f"{stem}.ply" if "ply" in outputs else None,
+                        out / f"{stem}.npy" if "npy" in outputs else None, intr, fov,
                         scale_factor, max_depth, None if poses is None else poses[stem]))
     return jobs, out, cameras
 
 
 def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
-                    max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False):
+                    max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False, outputs=OUTPUTS):
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
     tally = Tally("d2p")
-    jobs, out, cameras = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates)
+    jobs, out, cameras = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates,
+                                   parse_outputs(",".join(outputs)))
     settings = {"scale_factor": scale_factor, "max_depth": max_depth, "world_coordinates": world_coordinates,
                 **cameras.settings(), "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
     settings_file = out / ".d2p_settings.json"

@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from batchkit.batch import Tally, map_records, report
-from batchkit.errors import RecordError, Skipped
-from batchkit.files import check_output_file, write_json
+from batchkit.errors import RecordError, Skipped, UserError
+from batchkit.files import check_output_file, inside, write_json
 
 from .annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
+from .camera import DEFAULT_FOV_DEG, DatasetCameras, backproject
+from .d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, check_settings
+from .io import read_depth
 from .layers import check_image_size, warn_unchecked
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE, extents, group_layers, order
 
@@ -64,7 +67,40 @@ def view_relations(object_points, centre, layer_gap=DEFAULT_LAYER_GAP, layer_gap
     return views
 
 
-def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base=None, data_prefix=None,
+class PointMaps:
+    """Camera-frame point maps of the images: d2p's {stem}.npy files."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise UserError(f"{folder}: point-cloud folder not found; run d2p.py, or pass --depth-dir instead")
+
+    def load(self, key, record):
+        return load_point_map(key, self.folder / f"{image_stem(key)}.npy")
+
+
+class DepthPoints:
+    """The same point maps computed from the depth maps and the dataset's intrinsics, as d2p computes them."""
+
+    def __init__(self, depth_dir, camera_dir=None, scale_factor=DEFAULT_SCALE_FACTOR, fov=DEFAULT_FOV_DEG,
+                 max_depth=DEFAULT_MAX_DEPTH):
+        self.depth_dir = Path(depth_dir)
+        if not self.depth_dir.is_dir():
+            raise UserError(f"{depth_dir}: depth folder not found")
+        check_settings(scale_factor, fov, max_depth)
+        self.cameras = DatasetCameras(camera_dir or self.depth_dir.parent, fov)
+        self.scale_factor, self.max_depth = scale_factor, max_depth
+
+    def load(self, key, record):
+        stem = image_stem(key)
+        try:
+            depth = read_depth(inside(self.depth_dir, record.get("depth") or f"{stem}.png", "depth map"), self.scale_factor)
+        except RecordError as e:
+            raise RecordError(f"{key}: {e}") from None
+        return backproject(depth, self.cameras.for_image(stem, depth.shape[1], depth.shape[0]), self.max_depth)
+
+
+def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=None, data_prefix=None,
                      after_stage12=False, mask_erode=0, **rules):
     """The record with "views" and "order_list" added; bad objects, and those stage 1.2 rejected, are left out.
 
@@ -74,7 +110,7 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
     if after_stage12 and not (isinstance(record, dict) and "levels" in record):
         raise Skipped(f"{key}: rejected by stage 1.2 (no \"levels\"); left out")
     items = object_items(key, record)
-    points = load_point_map(key, Path(point_cloud_dir) / f"{image_stem(key)}.npy")
+    points = points_source.load(key, record)
     shape = points.shape[:2]
     check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape, tally)
     object_points = {}
@@ -104,14 +140,19 @@ def multiview_record(key, record, point_cloud_dir, mask_dir, tally, dataset_base
 
 
 def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, mask_erode=0,
-                     **rules):
-    """Run stage 1.3 over an annotation file; returns the exit code."""
+                     depth_dir=None, camera_dir=None, scale_factor=DEFAULT_SCALE_FACTOR, fov=DEFAULT_FOV_DEG,
+                     max_depth=DEFAULT_MAX_DEPTH, **rules):
+    """Run stage 1.3 over an annotation file, from point maps or (depth_dir) from depth maps; returns the exit code."""
+    if bool(point_cloud_dir) == bool(depth_dir):
+        raise UserError("give the points to read: --point-cloud-dir (d2p's .npy point maps) or --depth-dir (depth maps "
+                        "and the dataset's intrinsics), one of them")
+    source = PointMaps(point_cloud_dir) if point_cloud_dir else DepthPoints(depth_dir, camera_dir, scale_factor, fov, max_depth)
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
     records = load_annotations(input_file)
     tally = Tally("multiview_layers")
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
-    out = map_records(records, lambda k, r: multiview_record(k, r, point_cloud_dir, mask_dir, tally, dataset_base,
+    out = map_records(records, lambda k, r: multiview_record(k, r, source, mask_dir, tally, dataset_base,
                                                              data_prefix, after_stage12, mask_erode, **rules),
                       tally, "multiview")
     write_json(output_file, out)

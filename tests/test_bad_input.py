@@ -670,9 +670,14 @@ def test_llava_loader_joins_image_root_and_finds_every_image(scenes_dir, tmp_pat
     at the start of the first human turn; turns alternate; no answer holds what breaks its masking."""
     env = dict(os.environ, PYTHON=sys.executable, DATASET_BASE="/datasets/synthetic_scenes/images")
     dataset = Path(shutil.copytree(scenes_dir, tmp_path / "ds", symlinks=True))
+    shutil.rmtree(dataset / "point_clouds")
     proc = subprocess.run(["bash", str(ROOT / "run_spacesgg.sh"), dataset, tmp_path / "out"], capture_output=True,
                           text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
+    assert not (dataset / "point_clouds").exists()                       # the default run writes no point clouds
+    inputs = sum(f.stat().st_size for sub in ("images", "depth_maps", "masks") for f in (dataset / sub).iterdir())
+    outputs = sum(f.stat().st_size for f in (tmp_path / "out").iterdir())
+    assert outputs <= 1.5 * inputs, (outputs, inputs)
     for kind in ("layer", "between", "rotation"):
         for record in strict_json(tmp_path / "out" / f"{kind}.json"):
             with Image.open(os.path.join(dataset / "images", record["image"])) as im:

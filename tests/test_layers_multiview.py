@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from batchkit.errors import UserError
 from conftest import run_script
 from dataengine.scenes import Box, intrinsics, render
 from spacesgg.layers import aggregate_layers
@@ -210,3 +211,23 @@ def test_mask_erode_shrinks_masks_by_the_expected_pixels(scenes_dir, tmp_path):
     mv = multiview_layers(tmp_path / "eroded" / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks",
                           tmp_path / "mv.json", mask_erode=2)
     assert mv == 0
+
+
+def test_depth_dir_gives_the_same_relations_as_point_maps(scenes_dir, tmp_path):
+    code, _ = _stage12(scenes_dir, tmp_path)
+    assert code == 0
+    from_points = _stage13(scenes_dir, tmp_path / "layers.json", tmp_path)[1]
+    assert multiview_layers(tmp_path / "layers.json", None, scenes_dir / "masks", tmp_path / "mv_depth.json",
+                            depth_dir=scenes_dir / "depth_maps") == 0
+    assert json.loads((tmp_path / "mv_depth.json").read_text()) == from_points
+    with pytest.raises(UserError, match="one of them"):
+        multiview_layers(tmp_path / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks", tmp_path / "x.json",
+                         depth_dir=scenes_dir / "depth_maps")
+
+
+def test_d2p_outputs_only_what_is_asked(scenes_copy, tmp_path):
+    from spacesgg.d2p import convert_dataset
+    assert convert_dataset(scenes_copy, output_dir=tmp_path / "npy", outputs=("npy",)) == 0
+    assert sorted({p.suffix for p in (tmp_path / "npy").iterdir() if not p.name.startswith(".")}) == [".npy"]
+    assert convert_dataset(scenes_copy, output_dir=tmp_path / "npy", outputs=("ply", "npy")) == 0   # the PLYs follow
+    assert len(list((tmp_path / "npy").glob("*.ply"))) == 6
