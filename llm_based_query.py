@@ -27,7 +27,7 @@ def build_parser():
     p = make_parser(__doc__, __doc__.split("\n\n", 2)[2])
     p.add_argument("--anno-file", required=True, help="annotation JSON written by multiview_layers.py (stage 1.3)")
     p.add_argument("--prompt-function", required=True, choices=list(PROMPT_FUNCTIONS) + list(PROMPT_ALIASES),
-                   help="layer descriptions, comparative QA (create_comparative_prompt is the same) or rotation conversations")
+                   help="layer descriptions, comparative QA (create_comparative_prompt is the same), rotation conversations or metric distance QA")
     p.add_argument("--output-file", required=True, help="LLaVA JSON list to write (atomically)")
     p.add_argument("--backend", choices=list(BACKENDS), default="template",
                    help="template: offline answers from the geometry (default); openai: any OpenAI-compatible server")
@@ -45,7 +45,7 @@ def build_parser():
     p.add_argument("--dry-run", action="store_true", help="write the prompts (system, user, question) instead of asking")
     p.add_argument("--box-norm", choices=BOX_NORMS, default="pad", help="pad: boxes of the image padded to a square, as All-Seeing v2 (default); stretch: x by width, y by height")
     p.add_argument("--pairs-per-view", type=positive_int, default=None, help=f"rotation: object pairs asked per view (default {DEFAULT_PAIRS_PER_VIEW})")
-    p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS})")
+    p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS}); distance: facts per image")
     p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found there)")
     add_path_rewrite_args(p)
     return p

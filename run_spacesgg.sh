@@ -38,31 +38,31 @@ if [ -n "$DATASET_BASE" ]; then REWRITE=(--dataset-base "$DATASET_BASE" --data-p
 source "$HERE/batchkit/steps.sh"
 
 if [ -n "$POINT_CLOUDS" ]; then
-  step "1/6 d2p: depth maps -> point clouds ($POINT_CLOUDS)" \
+  step "1/7 d2p: depth maps -> point clouds ($POINT_CLOUDS)" \
     "$PYTHON" "$HERE/d2p.py" --dataset-path "$DATASET" --scale-factor "$SCALE_FACTOR" --workers "$WORKERS" --outputs "$POINT_CLOUDS"
 else
-  echo "== 1/6 d2p: skipped (POINT_CLOUDS is empty: stage 1.3 back-projects the depth maps itself)"
+  echo "== 1/7 d2p: skipped (POINT_CLOUDS is empty: stage 1.3 back-projects the depth maps itself)"
 fi
-step "2/6 layers_aggregation: depth layers" \
+step "2/7 layers_aggregation: depth layers" \
   "$PYTHON" "$HERE/layers_aggregation.py" --input-file "$ANNOTATIONS" --depth-dir "$DATASET/depth_maps" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/layers.json" --scale-factor "$SCALE_FACTOR" --mask-erode "$MASK_ERODE" \
   ${REWRITE[@]+"${REWRITE[@]}"}
 if [[ ",$POINT_CLOUDS," == *",npy,"* ]]; then POINTS=(--point-cloud-dir "$DATASET/point_clouds")
 else POINTS=(--depth-dir "$DATASET/depth_maps" --scale-factor "$SCALE_FACTOR"); fi
-step "3/6 multiview_layers: relations from four views" \
+step "3/7 multiview_layers: relations from four views" \
   "$PYTHON" "$HERE/multiview_layers.py" --input-file "$OUT/layers.json" "${POINTS[@]}" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" --mask-erode "$MASK_ERODE" ${REWRITE[@]+"${REWRITE[@]}"}
 
 LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED" --image-root "$IMAGE_ROOT")
 if [ -n "$BASE_URL" ]; then LLM+=(--base-url "$BASE_URL"); fi
 n=4
-for kind in layer between rotation; do
-  step "$n/6 llm_based_query: create_${kind}_prompt" \
+for kind in layer between rotation distance; do
+  step "$n/7 llm_based_query: create_${kind}_prompt" \
     "$PYTHON" "$HERE/llm_based_query.py" --anno-file "$OUT/multiview.json" --prompt-function "create_${kind}_prompt" \
     --output-file "$OUT/${kind}.json" "${LLM[@]}" ${REWRITE[@]+"${REWRITE[@]}"}
   n=$((n + 1))
 done
 
 echo "SpaceSGG outputs: ${POINT_CLOUDS:+point clouds in $DATASET/point_clouds, }layers in $OUT/layers.json, relations in $OUT/multiview.json,"
-echo "training data (LLaVA format, images relative to $IMAGE_ROOT) in $OUT/layer.json $OUT/between.json $OUT/rotation.json"
+echo "training data (LLaVA format, images relative to $IMAGE_ROOT) in $OUT/layer.json $OUT/between.json $OUT/rotation.json $OUT/distance.json"
 finish

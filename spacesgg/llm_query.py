@@ -232,7 +232,7 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
             report(f"error: {e}")
             continue
         out.append({"id": request.id, "image": image, "conversations": conversation(turns),
-                    "prompt_function": name, "backend": engine.name, "model": engine.model})
+                    "prompt_function": name, "backend": engine.name, "model": engine.model, **request.extra})
     write_json(output_file, out)
     write_json(f"{output_file}.rejects.json", rejects)
     print(stats.line())

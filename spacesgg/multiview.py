@@ -11,6 +11,7 @@ z' forward, and right = forward x up:
 from the centre as the original one, so depths stay positive and comparable.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ class PointMaps:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise UserError(f"{folder}: point-cloud folder not found; run d2p.py, or pass --depth-dir instead")
+        self.depth_source = depth_source(self.folder.parent / "depth_maps")
 
     def load(self, key, record):
         return load_point_map(key, self.folder / f"{image_stem(key)}.npy")
@@ -90,6 +92,7 @@ class DepthPoints:
         check_settings(scale_factor, fov, max_depth)
         self.cameras = DatasetCameras(camera_dir or self.depth_dir.parent, fov)
         self.scale_factor, self.max_depth = scale_factor, max_depth
+        self.depth_source = depth_source(self.depth_dir)
 
     def load(self, key, record):
         stem = image_stem(key)
@@ -134,9 +137,29 @@ def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=N
         raise RecordError(f"{key}: no object with valid points")
     centre = np.median(np.concatenate(list(object_points.values())), axis=0)
     out = dict(record)
+    out["objects"] = dict(record["objects"])
+    for oid, pts in object_points.items():
+        out["objects"][oid] = dict(out["objects"][oid], **metric_shape(pts))
     out["views"] = view_relations(object_points, centre, **rules)
     out["order_list"] = out["views"]["front"]["relations"]
+    out["depth_source"] = points_source.depth_source
     return out
+
+
+def metric_shape(points):
+    """{"centre": median [x, y, z], "extent": 5th-95th percentile [width, height, depth]}, camera frame, metres."""
+    lo, med, hi = extents(points)
+    return {"centre": [round(float(v), 4) for v in med], "extent": [round(float(v), 4) for v in hi - lo]}
+
+
+def depth_source(depth_dir):
+    """Where the depth's scale comes from: the depth model's name (depth_settings.json of estimate_depth.py), else
+    "sensor" (depth maps that came with the dataset)."""
+    settings = Path(depth_dir) / "depth_settings.json"
+    try:
+        return str(json.loads(settings.read_text(encoding="utf-8"))["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "sensor"
 
 
 def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, mask_erode=0,

@@ -42,6 +42,10 @@ def reply_for(user):
     """A valid reply built from the user context of the three prompt kinds."""
     if "Measured relation from this viewpoint:" in user:
         return user.split("Measured relation from this viewpoint:", 1)[1].strip()
+    if "Measured from the depth" in user:
+        line = next(line for line in user.splitlines() if line.startswith("- "))[2:]
+        tags = TAG_RE.findall(line)
+        return f"Q: What was measured about {tags[0]}?\nA: {line.rstrip('.')}."
     if "Objects and relations" in user:
         line = next(line for line in user.splitlines() if line.startswith("- "))[2:]
         tags = TAG_RE.findall(line)

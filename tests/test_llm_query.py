@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from batchkit.errors import UserError
@@ -257,3 +258,51 @@ def test_backoff_honours_retry_after_up_to_the_cap(monkeypatch):
     assert all(backend.delay(0, asks("3600")) == 5 for _ in range(20))       # ... up to --max-wait
     assert all(0 <= backend.delay(3, None) <= 0.08 for _ in range(50))       # else full jitter, 0.01 x 2^3
     assert len({backend.delay(6, asks("junk")) for _ in range(20)}) > 1     # jitter from the OS: no two runs in lockstep
+
+
+def test_distance_qa_against_the_exact_geometry(mv_file, scenes_dir, tmp_path):
+    from dataengine.scenes import Box, intrinsics, render
+    from spacesgg.prompt_functions import PROMPT_FUNCTIONS, check_reply
+    out = tmp_path / "distance.json"
+    assert query(mv_file, "create_distance_prompt", out, seed=1) == 0
+    records = _load(out)
+    mv = _load(mv_file)
+    expected = json.loads((scenes_dir / "expected.json").read_text())["scenes"]
+    checked = 0
+    for rec in records:
+        key = next(k for k in mv if k.endswith(rec["id"].rsplit("_", 1)[0] + ".png"))
+        assert rec["depth_source"] == "sensor" and rec["facts"]
+        exp = expected[rec["id"].rsplit("_", 1)[0]]
+        boxes = [Box(b["oid"], b["label"], tuple(b["slot"]), tuple(b["center"]), tuple(b["size"])) for b in exp["boxes"]]
+        depth, index, _ = render(boxes, intrinsics())
+        K = intrinsics()
+        v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
+        exact = np.stack([(u - K.cx) / K.fx * depth, (v - K.cy) / K.fy * depth, depth], axis=-1)
+        centre = {b.oid: np.median(exact[index == k], axis=0) for k, b in enumerate(boxes)}
+        lo_hi = {b.oid: np.percentile(exact[index == k], [5, 95], axis=0) for k, b in enumerate(boxes)}
+        for oid, c in centre.items():
+            np.testing.assert_allclose(mv[key]["objects"][oid]["centre"], c, atol=2e-3)
+        for f in rec["facts"]:
+            if f["quantity"] == "distance":
+                want = np.linalg.norm(centre[f["a"]] - centre[f["b"]])
+            elif f["quantity"] == "camera_distance":
+                want = np.linalg.norm(centre[f["a"]])
+            else:
+                axis = ("width", "height", "depth").index(f["quantity"])
+                want = lo_hi[f["a"]][1][axis] - lo_hi[f["a"]][0][axis]
+            step = 0.1 if "distance" in f["quantity"] else 0.01
+            assert abs(f["metres"] - want) <= step / 2 + 2e-3, (f, want)
+            checked += 1
+        numbers = re.findall(r"(\d+\.\d+) m\b", rec["conversations"][1]["value"] + " ".join(t["value"] for t in rec["conversations"]))
+        assert {float(n) for n in numbers} <= {round(f["metres"], 2) for f in rec["facts"]}
+    assert checked >= 12
+    request = PROMPT_FUNCTIONS["create_distance_prompt"].build(next(iter(mv.items()))[0], next(iter(mv.values())))[0]
+    f = request.facts["facts"][0]
+    tag = request.facts["tags"][f["a"]]
+    good = f"Q: Size?\nA: {tag} measures {f['metres']:.2f} m."
+    assert check_reply(request, good)[0] is None
+    assert "not among the measured facts" in check_reply(request, f"Q: Size?\nA: {tag} is {f['metres'] + 0.37:.2f} m.")[0]
+    near = sorted(request.facts["camera"].items(), key=lambda kv: kv[1])
+    if near[0][1] < near[-1][1]:
+        wrong = f"Q: Which is closer?\nA: {near[-1][0]} is closer to the camera than {near[0][0]}."
+        assert "contradicts" in check_reply(request, wrong)[0]

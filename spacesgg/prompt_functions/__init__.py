@@ -9,7 +9,7 @@ the shared checks of base.reply_problem.
 
 from dataclasses import dataclass
 
-from . import between, layer, rotation
+from . import between, distance, layer, rotation
 from .base import Request, reply_problem, seeded_rng
 
 DEFAULT_MAX_REPLY_CHARS = 20000
@@ -26,6 +26,7 @@ PROMPT_FUNCTIONS = {
     "create_layer_prompt": PromptFunction(layer.build, layer.template, layer.validate),
     "create_between_prompt": PromptFunction(between.build, between.template, between.validate),
     "create_rotation_prompt": PromptFunction(rotation.build, rotation.template, rotation.validate),
+    "create_distance_prompt": PromptFunction(distance.build, distance.template, distance.validate),
 }
 PROMPT_ALIASES = {"create_comparative_prompt": "create_between_prompt"}
 DEFAULT_PAIRS_PER_VIEW = rotation.DEFAULT_PAIRS_PER_VIEW

@@ -58,6 +58,7 @@ class Request:
     question: str            # the human turn (layer and rotation prompts)
     boxes: list              # boxes a reply may cite
     facts: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)      # fields the output record carries besides the conversation
 
     def system_text(self):
         return _prompt_file(self.system)
