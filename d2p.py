@@ -10,7 +10,7 @@ invalid). Camera frame: OpenCV (x right, y down, z forward), metres.
 import os
 import sys
 
-from batchkit.cli import make_parser, number, positive_float, positive_int, run_cli
+from batchkit.cli import add_shard_arg, make_parser, number, positive_float, positive_int, run_cli
 from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, convert_dataset, parse_outputs
 
@@ -29,13 +29,15 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs are already newer than their inputs")
     p.add_argument("--outputs", default="ply,npy", help="what to write: ply (point clouds), npy (point maps) or ply,npy "
                    "(default %(default)s); stage 1.3 can read depth maps instead of point maps (--depth-dir)")
+    add_shard_arg(p)
     return p
 
 
 def main(args):
     return convert_dataset(args.dataset_path, scale_factor=args.scale_factor, output_dir=args.output_dir, fov=args.fov,
                            max_depth=args.max_depth, world_coordinates=args.world_coordinates,
-                           workers=args.workers, overwrite=args.overwrite, outputs=parse_outputs(args.outputs))
+                           workers=args.workers, overwrite=args.overwrite, outputs=parse_outputs(args.outputs),
+                           shard=args.shard)
 
 
 if __name__ == "__main__":

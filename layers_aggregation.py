@@ -14,7 +14,7 @@ whose depth ranges overlap share a layer.
 
 import sys
 
-from batchkit.cli import make_parser, positive_float, run_cli
+from batchkit.cli import add_shard_arg, make_parser, positive_float, run_cli
 from spacesgg.cli import add_layer_args, add_mask_args, add_path_rewrite_args
 from spacesgg.d2p import DEFAULT_SCALE_FACTOR
 from spacesgg.layers import aggregate_layers
@@ -30,12 +30,13 @@ def build_parser():
     add_path_rewrite_args(p)
     add_layer_args(p)
     add_mask_args(p)
+    add_shard_arg(p)
     return p
 
 
 def main(args):
     return aggregate_layers(args.input_file, args.depth_dir, args.mask_dir, args.output_file, args.dataset_base,
-                            args.data_prefix, args.scale_factor, args.layer_gap, args.layer_gap_rel, args.mask_erode)
+                            args.data_prefix, args.scale_factor, args.layer_gap, args.layer_gap_rel, args.mask_erode, args.shard)
 
 
 if __name__ == "__main__":

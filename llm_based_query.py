@@ -13,7 +13,7 @@ resumes, and replies that fail validation twice go to OUT.rejects.json.
 
 import sys
 
-from batchkit.cli import make_parser, nonnegative_float, nonnegative_int, positive_float, positive_int, run_cli
+from batchkit.cli import add_shard_arg, make_parser, nonnegative_float, nonnegative_int, positive_float, positive_int, run_cli
 from spacesgg.backends import BACKENDS, LLMSettings
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
@@ -48,6 +48,7 @@ def build_parser():
     p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS}); distance: facts per image")
     p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found there)")
     add_path_rewrite_args(p)
+    add_shard_arg(p)
     return p
 
 
@@ -57,7 +58,8 @@ def main(args):
     return query(args.anno_file, args.prompt_function, args.output_file, backend=args.backend, settings=settings,
                  limit=args.limit, dry_run=args.dry_run, concurrency=args.concurrency, dataset_base=args.dataset_base,
                  data_prefix=args.data_prefix, image_root=args.image_root, box_norm=args.box_norm, seed=args.seed,
-                 pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, max_reply_chars=args.max_reply_chars)
+                 pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, max_reply_chars=args.max_reply_chars,
+                 shard=args.shard)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ if behind. Ambiguity rule: an order is stated only when the two objects'
 
 import sys
 
-from batchkit.cli import make_parser, number, positive_float, run_cli
+from batchkit.cli import add_shard_arg, make_parser, number, positive_float, run_cli
 from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.cli import add_layer_args, add_mask_args, add_order_args, add_path_rewrite_args
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR
@@ -44,6 +44,7 @@ def build_parser():
     add_path_rewrite_args(p)
     add_layer_args(p)
     add_mask_args(p)
+    add_shard_arg(p)
     add_order_args(p)
     return p
 
@@ -52,7 +53,7 @@ def main(args):
     return multiview_layers(args.input_file, args.point_cloud_dir, args.mask_dir, args.output_file, args.dataset_base,
                             args.data_prefix, mask_erode=args.mask_erode, depth_dir=args.depth_dir,
                             camera_dir=args.camera_dir, scale_factor=args.scale_factor, fov=args.fov,
-                            max_depth=args.max_depth, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
+                            max_depth=args.max_depth, shard=args.shard, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
                             overlap_tolerance=args.overlap_tolerance, min_separation=args.min_separation)
 
 

@@ -83,3 +83,25 @@ def run_cli(main, parser, argv=None):
         return 3
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def shard_arg(text):
+    """--shard I/N: this task's share of a batch, 0 <= I < N (argparse type)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write the shard as I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= I < N")
+    return (i, n)
+
+
+def add_shard_arg(p):
+    """--shard I/N, defaulting to SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when a SLURM array runs us."""
+    import os
+    task, count = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
+    default = shard_arg(f"{task}/{count}") if task and count else None
+    p.add_argument("--shard", type=shard_arg, default=default,
+                   help="I/N: do only this share of the work (a stable split by name), for N parallel tasks; single-file "
+                        "outputs X.json become X.shard-I-of-N.json (join with python -m spacesgg.merge); default "
+                        "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set")

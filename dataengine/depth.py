@@ -28,6 +28,7 @@ from tqdm import tqdm
 from batchkit.batch import Tally, report
 from batchkit.errors import UserError
 from batchkit.files import read_json, record_settings, write_json
+from batchkit.shards import in_shard, shard_path
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, IMAGE_EXTENSIONS, list_by_stem
 from spacesgg.io import read_rgb, write_png
 
@@ -99,7 +100,7 @@ def image_size(path):
 
 
 def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max_depth=DEFAULT_MAX_DEPTH,
-                     batch_size=None, device="auto", dtype="auto", overwrite=False):
+                     batch_size=None, device="auto", dtype="auto", overwrite=False, shard=None):
     """Depth maps for every image of a dataset; returns the exit code (1 if any image failed)."""
     dataset = Path(dataset_path)
     images_dir, out = dataset / "images", dataset / "depth_maps"
@@ -108,17 +109,17 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
     for flag, value in (("--scale-factor", scale_factor), ("--max-depth", max_depth), ("--batch-size", batch_size or 1)):
         if not (np.isfinite(value) and value > 0):
             raise UserError(f"{flag} must be a finite positive number, got {value}")
-    images = list_by_stem(images_dir, IMAGE_EXTENSIONS)
+    images = {stem: path for stem, path in list_by_stem(images_dir, IMAGE_EXTENSIONS).items() if in_shard(stem, shard)}
     if not images:
-        raise UserError(f"{images_dir}: no .png or .jpg images")
+        raise UserError(f"{images_dir}: no .png or .jpg images" + (" in this shard" if shard else ""))
     choice = resolve_depth_model(model)
     estimator = DepthEstimator(choice, device, dtype)
     batch_size = batch_size or BATCH_SIZES.get(estimator.device, 1)
     settings = {"model": choice.name, "snapshot": choice.source, "scale_factor": scale_factor, "max_depth": max_depth,
                 "dtype": estimator.dtype_name}
     out.mkdir(parents=True, exist_ok=True)
-    since = record_settings(out / "depth_settings.json", settings)
-    intrinsics_file = dataset / "intrinsics.json"
+    since = record_settings(shard_path(out / "depth_settings.json", shard), settings)
+    intrinsics_file = shard_path(dataset / "intrinsics.json", shard)   # d2p reads intrinsics.json and its shards
     intrinsics = read_json(intrinsics_file, "intrinsics file") if intrinsics_file.is_file() else {}
     if not isinstance(intrinsics, dict):
         raise UserError(f"{intrinsics_file}: expected {{stem: [fx, fy, cx, cy]}}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, positive_float, positive_int, run_cli  # noqa: E402
+from batchkit.cli import add_shard_arg, make_parser, positive_float, positive_int, run_cli  # noqa: E402
 from dataengine.depth import BATCH_SIZES, estimate_dataset  # noqa: E402
 from dataengine.models import DEPTH_MODELS, add_device_args  # noqa: E402
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR  # noqa: E402
@@ -30,13 +30,14 @@ def build_parser():
                    help=f"images of one size per forward pass (default: {BATCH_SIZES['cpu']} on the CPU, where larger batches "
                         f"are slower per image, {BATCH_SIZES['cuda']} on a GPU)")
     add_device_args(p)
+    add_shard_arg(p)
     p.add_argument("--overwrite", action="store_true", help="redo images whose depth maps are current")
     return p
 
 
 def main(args):
     return estimate_dataset(args.dataset_path, args.model, args.scale_factor, args.max_depth, args.batch_size,
-                            args.device, args.dtype, args.overwrite)
+                            args.device, args.dtype, args.overwrite, args.shard)
 
 
 if __name__ == "__main__":

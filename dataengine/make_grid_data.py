@@ -10,7 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, positive_int, run_cli
+from batchkit.cli import add_shard_arg, make_parser, positive_int, run_cli
+from batchkit.shards import in_shard  # noqa: E402
 from dataengine.grid import add_tiling_args, make_grid_data, parse_pairs
 
 
@@ -21,11 +22,13 @@ def build_parser():
     p.add_argument("--objects", nargs="+", default=None, help="instead of --pairs: every ordered pair of these objects")
     p.add_argument("--workers", type=positive_int, default=2, help="pairs rendered in parallel processes (default %(default)s)")
     add_tiling_args(p)
+    add_shard_arg(p)
     return p
 
 
 def main(args):
-    return make_grid_data(parse_pairs(args.pairs, args.objects), args.output_dir, args.objects_dir, args.workers,
+    pairs = [pair for pair in parse_pairs(args.pairs, args.objects) if in_shard("_".join(pair), args.shard)]
+    return make_grid_data(pairs, args.output_dir, args.objects_dir, args.workers,
                           grid=args.grid, cell_size=args.cell_size, sizes=args.sizes, seed=args.seed,
                           background=args.background, no_same_row_or_col=args.no_same_row_or_col,
                           local_variation=args.local_variation, key_background=args.key_background,

@@ -15,6 +15,7 @@ import numpy as np
 from batchkit.batch import Tally, map_records
 from batchkit.errors import RecordError, UserError
 from batchkit.files import check_name, check_output_file, record_settings, write_json
+from batchkit.shards import in_shard, shard_path
 from spacesgg.annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, object_items, rewrite_path
 from spacesgg.io import read_rgb, write_png
 
@@ -120,19 +121,21 @@ def segment_record(key, record, segmenter, dataset, mask_dir, since, overwrite, 
 
 
 def segment_annotations(dataset_path, input_file, output_file, model, mask_dir=None, overwrite=False, device="auto",
-                        dtype="auto", dataset_base=None, data_prefix=None):
+                        dtype="auto", dataset_base=None, data_prefix=None, shard=None):
     """Run the segmentation over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
     dataset = Path(dataset_path)
     if not dataset.is_dir():
         raise UserError(f"{dataset}: dataset folder not found")
-    records = load_annotations(input_file)
+    records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
+               if in_shard(k, shard)}
+    output_file = shard_path(output_file, shard)
     choice = resolve(model, SEG_MODELS, SEG_FAMILIES, "box-prompted segmentation")
     mask_dir = Path(mask_dir) if mask_dir else dataset / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(choice, device, dtype)
-    since = record_settings(mask_dir / "segment_settings.json",
+    since = record_settings(shard_path(mask_dir / "segment_settings.json", shard),
                             {"model": choice.name, "snapshot": choice.source, "dtype": segmenter.dtype_name})
     print(f"segment_objects: {len(records)} images, {choice.name} ({choice.source}) on {segmenter.device} "
           f"{segmenter.dtype_name}", flush=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli  # noqa: E402
+from batchkit.cli import add_shard_arg, make_parser, run_cli  # noqa: E402
 from dataengine.models import add_device_args  # noqa: E402
 from dataengine.segment import SEG_MODELS, segment_annotations  # noqa: E402
 from spacesgg.cli import add_path_rewrite_args  # noqa: E402
@@ -30,12 +30,13 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="make masks for objects that already have one too")
     add_device_args(p)
     add_path_rewrite_args(p)
+    add_shard_arg(p)
     return p
 
 
 def main(args):
     return segment_annotations(args.dataset_path, args.input_file, args.output_file, args.model, args.mask_dir,
-                               args.overwrite, args.device, args.dtype, args.dataset_base, args.data_prefix)
+                               args.overwrite, args.device, args.dtype, args.dataset_base, args.data_prefix, args.shard)
 
 
 if __name__ == "__main__":

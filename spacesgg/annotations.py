@@ -18,12 +18,12 @@ from batchkit.files import finite, inside, read_json
 from .io import read_mask
 
 
-def load_annotations(path):
+def load_annotations(path, allow_empty=False):
     """The annotation dict {image path: record}, every record in native form."""
     data = read_json(path, "annotation file")
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected one JSON object keyed by image path, found a {type(data).__name__}")
-    if not data:
+    if not data and not allow_empty:
         raise UserError(f"{path}: the annotation file holds no record")
     return {key: normalise_record(record) for key, record in data.items()}
 

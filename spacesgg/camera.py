@@ -77,9 +77,13 @@ class DatasetCameras:
         dataset = Path(dataset)
         self.fov = fov
         self.per_image_path = dataset / "intrinsics.json"
-        self.per_image = read_json(self.per_image_path, "intrinsics file") if self.per_image_path.is_file() else {}
-        if not isinstance(self.per_image, dict):
-            raise UserError(f"{self.per_image_path}: expected {{stem: [fx, fy, cx, cy]}}, found a {type(self.per_image).__name__}")
+        self.per_image = {}
+        for path in [self.per_image_path, *sorted(dataset.glob("intrinsics.shard-*-of-*.json"))]:   # sharded runs
+            if path.is_file():
+                entries = read_json(path, "intrinsics file")
+                if not isinstance(entries, dict):
+                    raise UserError(f"{path}: expected {{stem: [fx, fy, cx, cy]}}, found a {type(entries).__name__}")
+                self.per_image.update(entries)
         k_path = dataset / "K.txt"
         self.shared = load_intrinsics(k_path) if k_path.is_file() else None
 

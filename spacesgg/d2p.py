@@ -18,6 +18,7 @@ from tqdm import tqdm
 from batchkit.batch import DEBUG, Tally, describe, report, traceback_text
 from batchkit.errors import RecordError, UserError
 from batchkit.files import record_settings, write_npy
+from batchkit.shards import in_shard, shard_path
 from batchkit.workers import pool_map
 
 from .camera import DEFAULT_FOV_DEG, INTRINSICS_SOURCES, DatasetCameras, Intrinsics, backproject, load_poses, transform_points
@@ -118,7 +119,7 @@ def parse_outputs(text):
 
 
 def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
-              max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, outputs=OUTPUTS):
+              max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, outputs=OUTPUTS, shard=None):
     """Pair images with depth maps by stem; report the unpaired ones on `tally`."""
     dataset = Path(dataset_path)
     images_dir, depth_dir = dataset / "images", dataset / "depth_maps"
@@ -138,6 +139,8 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for stem in sorted(set(images) | set(depths)):
+        if not in_shard(stem, shard):
+            continue
         if stem not in depths:
             tally.fail(f"{images[stem]}: no depth map {stem}.png in {depth_dir}")
             continue
@@ -156,14 +159,15 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
 
 
 def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=None, fov=DEFAULT_FOV_DEG,
-                    max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False, outputs=OUTPUTS):
+                    max_depth=DEFAULT_MAX_DEPTH, world_coordinates=False, workers=1, overwrite=False, outputs=OUTPUTS,
+                    shard=None):
     """Convert every image of a dataset; returns the exit code (1 if any image failed)."""
     tally = Tally("d2p")
     jobs, out, cameras = plan_jobs(tally, dataset_path, scale_factor, output_dir, fov, max_depth, world_coordinates,
-                                   parse_outputs(",".join(outputs)))
+                                   parse_outputs(",".join(outputs)), shard)
     settings = {"scale_factor": scale_factor, "max_depth": max_depth, "world_coordinates": world_coordinates,
                 **cameras.settings(), "poses": _digest(Path(dataset_path) / "poses.txt") if world_coordinates else None}
-    settings_file = out / ".d2p_settings.json"
+    settings_file = shard_path(out / ".d2p_settings.json", shard)        # each shard records its own
     since = record_settings(settings_file, settings)
     todo = [j for j in jobs if overwrite or not _is_fresh(j, since)]
     tally.skipped = len(jobs) - len(todo)

@@ -7,6 +7,7 @@ from PIL import Image
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError
 from batchkit.files import check_output_file, inside, json_problem, write_json
+from batchkit.shards import in_shard, shard_path
 
 from .annotations import (
     check_box,
@@ -97,11 +98,13 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
 
 def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=None, data_prefix=None,
                      scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL,
-                     mask_erode=0):
+                     mask_erode=0, shard=None):
     """Run stage 1.2 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
-    records = load_annotations(input_file)
+    records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
+               if in_shard(k, shard)}
+    output_file = shard_path(output_file, shard)
     tally = Tally("layers_aggregation")
     out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,
                                                          data_prefix, layer_gap, layer_gap_rel, mask_erode),

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from batchkit.batch import DEBUG, describe, report, traceback_text
 from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import check_output_file, dumps, write_json
+from batchkit.shards import in_shard, shard_path
 
 from .annotations import check_key, check_rewrite_flags, load_annotations, rewrite_path
 from .backends import BACKENDS, LLMSettings, RequestFailed, ServerUnreachable
@@ -168,7 +169,8 @@ def image_path(key, dataset_base, data_prefix, image_root):
 
 def query(anno_file, prompt_function, output_file, backend="template", settings=LLMSettings(), limit=None,
           dry_run=False, concurrency=DEFAULT_CONCURRENCY, dataset_base=None, data_prefix=None, image_root=None,
-          box_norm="pad", seed=0, pairs_per_view=None, max_qa_pairs=None, max_reply_chars=DEFAULT_MAX_REPLY_CHARS):
+          box_norm="pad", seed=0, pairs_per_view=None, max_qa_pairs=None, max_reply_chars=DEFAULT_MAX_REPLY_CHARS,
+          shard=None):
     """Run stage 2; returns the exit code (1 if any record or request failed, or nothing could be written)."""
     name = resolve_prompt_function(prompt_function)
     if name not in PROMPT_FUNCTIONS:
@@ -182,12 +184,13 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     check_rewrite_flags(dataset_base, data_prefix)
-    output_file = check_output_file(output_file)
+    output_file = check_output_file(shard_path(output_file, shard))      # each shard has its own output and cache
     if image_root and not Path(image_root).is_dir():
         raise UserError(f"--image-root {image_root}: folder not found")
     stats = Stats()
     options = {k: v for k, v in (("pairs_per_view", pairs_per_view), ("max_qa_pairs", max_qa_pairs)) if v is not None}
-    records = load_annotations(anno_file)
+    records = {k: r for k, r in load_annotations(anno_file, allow_empty=shard is not None).items()
+               if in_shard(k, shard)}
     requests = build_requests(records, name, stats, box_norm=box_norm, seed=seed, **options)
     if limit is not None:
         requests = requests[:limit]

@@ -19,6 +19,7 @@ import numpy as np
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import check_output_file, inside, write_json
+from batchkit.shards import in_shard, shard_path
 
 from .annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
 from .camera import DEFAULT_FOV_DEG, DatasetCameras, backproject
@@ -164,7 +165,7 @@ def depth_source(depth_dir):
 
 def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, mask_erode=0,
                      depth_dir=None, camera_dir=None, scale_factor=DEFAULT_SCALE_FACTOR, fov=DEFAULT_FOV_DEG,
-                     max_depth=DEFAULT_MAX_DEPTH, **rules):
+                     max_depth=DEFAULT_MAX_DEPTH, shard=None, **rules):
     """Run stage 1.3 over an annotation file, from point maps or (depth_dir) from depth maps; returns the exit code."""
     if bool(point_cloud_dir) == bool(depth_dir):
         raise UserError("give the points to read: --point-cloud-dir (d2p's .npy point maps) or --depth-dir (depth maps "
@@ -172,7 +173,9 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
     source = PointMaps(point_cloud_dir) if point_cloud_dir else DepthPoints(depth_dir, camera_dir, scale_factor, fov, max_depth)
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
-    records = load_annotations(input_file)
+    records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
+               if in_shard(k, shard)}
+    output_file = shard_path(output_file, shard)
     tally = Tally("multiview_layers")
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
     out = map_records(records, lambda k, r: multiview_record(k, r, source, mask_dir, tally, dataset_base,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, run_cli
+from batchkit.cli import add_shard_arg, make_parser, run_cli
+from batchkit.errors import UserError
 from spatial_id.extract import QUERY, Extractor, check_query
 from spatial_id.ids import ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings, text_queries
 from spatial_id.registry import add_model_args, parse_layers, resolve_device, resolve_dtype, resolve_model
@@ -27,6 +28,7 @@ def build_parser():
     p.add_argument("--per-pair", action="store_true", help="one file per pair in OUTPUT_DIR/{a}_{b}/ (resumable); else one file")
     p.add_argument("--with-text", action="store_true", help="also write {model}_text.pt (text-only \"left\"/\"right\", as text_embed.py) with the same loaded model")
     add_model_args(p)
+    add_shard_arg(p)
     return p
 
 
@@ -42,8 +44,10 @@ def main(args):
     def current(name, folders, queries=None):
         return made_with(out / name, choice.source, dtype, known, folders, queries, template)
 
+    if args.shard and not args.per_pair:
+        raise UserError("--shard splits the pairs of --per-pair runs; add --per-pair (then average_id.py joins them)")
     if args.per_pair:
-        ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known, template)
+        ids_done = not pending_pairs(args.image_dir, out, choice.name, choice.source, dtype, known, template, args.shard)
     else:
         ids_done = current(f"{choice.name}.pt", pairs)
     text_done = not args.with_text or current(f"{choice.name}_text.pt", pairs[:1], text_queries(pairs[0], template=template))
@@ -52,7 +56,8 @@ def main(args):
               "with this snapshot, dtype and layers)")
         return 0
     extractor = Extractor(choice, args.device, args.dtype)
-    code = 0 if ids_done else compute_ids(extractor, args.image_dir, out, layers, args.batch_size, args.per_pair, template)
+    code = 0 if ids_done else compute_ids(extractor, args.image_dir, out, layers, args.batch_size, args.per_pair, template,
+                                          args.shard)
     if not text_done:
         code = code or text_embeddings(extractor, args.image_dir, out, layers=layers, query_template=template)
     return code

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from batchkit.batch import Tally
 from batchkit.errors import UserError
 from batchkit.files import atomic_path
+from batchkit.shards import in_shard
 
 from .extract import QUERY
 
@@ -125,9 +126,9 @@ def made_with(path, source, dtype, layers, folders, queries=None, template=QUERY
     return made == list(range(len(made))) if layers == ALL_LAYERS else made == list(layers)
 
 
-def pending_pairs(image_dir, output_dir, name, source, dtype, layers, template=QUERY):
+def pending_pairs(image_dir, output_dir, name, source, dtype, layers, template=QUERY, shard=None):
     """Pair folders whose OUTPUT_DIR/{a}_{b}/{name}.pt is missing or was made with other settings (see made_with)."""
-    return [f for f in pair_folders(image_dir) if not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype,
+    return [f for f in pair_folders(image_dir) if in_shard(f.name, shard) and not made_with(Path(output_dir) / f.name / f"{name}.pt", source, dtype,
                                                                    layers, [f], template=template)]
 
 
@@ -192,13 +193,14 @@ def file_meta(extractor, folders, query, target, subtokens, design="random"):
             "images": images_of(folders), "design": design}
 
 
-def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False, query_template=QUERY):
+def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False, query_template=QUERY,
+                shard=None):
     """Pair IDs of every pair folder; one file with all words + universal, or one file per pair (resumable).
 
     Per pair, any failure costs that pair (one error line, exit 1 at the end); in one file, a failed pair
     stops the run, since the file would silently lack it.
     """
-    pairs = pair_folders(image_dir)
+    pairs = [f for f in pair_folders(image_dir) if in_shard(f.name, shard)]     # --shard: with --per-pair only
     out = Path(output_dir)
     name = extractor.choice.name
     tally = Tally(f"compute_id {name}")
