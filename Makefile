@@ -32,8 +32,10 @@ demo: setup  ## synthetic RGB-D scenes -> SpaceSGG training data; grid images ->
 	MODELS="llava-7b=$(DATA)/models/tiny-llava" DEVICE=cpu PYTHON=$(PYTHON) bash spatial_id/small_id_grid.sh $(DATA)/grid_data $(OUT)/grid_id
 	$(PYTHON) spatial_id/fig5.py --id-file $(OUT)/grid_id/llava-7b.pt --text-file $(OUT)/grid_id/llava-7b_text.pt --output $(OUT)/grid_id/fig5.png --sweep-output $(OUT)/grid_id/fig5_layers.png
 
-test: setup  ## lint (ruff, configured in pyproject.toml), then the test suite (the inspector's test needs Debian's chromium)
-	@command -v chromium >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  echo "installing chromium for the HTML inspector's test"; $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+test: setup  ## lint (ruff, configured in pyproject.toml), then the test suite
+	@need=""; command -v chromium >/dev/null || need="chromium"; command -v slurmctld >/dev/null || need="$$need slurm-wlm"; \
+	  if [ -n "$$need" ]; then if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    echo "installing $$need for the tests (the HTML inspector in a browser, a one-node SLURM cluster)"; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$need; fi
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest -q tests
