@@ -1,9 +1,13 @@
 """Shared fixtures: a synthetic RGB-D dataset with exactly known geometry, and a CLI runner."""
 
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")          # no test reaches a hub: models and data are built here
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 

@@ -42,6 +42,10 @@ def test_every_format_round_trips(mv_file, scenes_dir, tmp_path):
     table = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [(r["id"], r["image"], r["conversations"]) for r in table] == [
         (r["id"], r["image"], r["conversations"]) for r in records]
+    from datasets import load_dataset  # as a trainer reads it
+    loaded = load_dataset("parquet", data_files=str(tmp_path / "out.parquet"), split="train",
+                          cache_dir=str(tmp_path / "hf_cache"))
+    assert [(r["id"], r["conversations"]) for r in loaded] == [(r["id"], r["conversations"]) for r in records]
 
 
 def test_export_bad_input(mv_file, scenes_dir, tmp_path):
