@@ -145,20 +145,23 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
     for layer in layers:
         if layer not in id_data["layers"]:
             raise UserError(f"layer {layer} is not in the ID file (layers {id_data['layers'][0]}..{id_data['layers'][-1]})")
+    pairs = []                                   # what every layer needs of a pair, read and tokenised once
+    for folder in folders:
+        a, b, entries = read_pair(folder)
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        query = query_template.format(a=a, b=b)
+        text = ex.prompt(query, with_image=True)
+        pairs.append({"entries": entries, "refs": [tuple(e["reference"]["cell"]) for e in manifest["images"]],
+                      "chosen": size or max(c[2] for _, c in entries), "text": text,
+                      "target": ex.target_position(text, query, b), "answers": intervener.answer_ids(text),
+                      "grid_cells": sorted({(c[0], c[1]) for _, c in entries})})
     for layer in tqdm(layers, desc="layers", unit="layer"):
         li = id_data["layers"].index(layer)
         table = id_data["ids"][word][li].float()
         flips = {"crossing": [], "not_crossing": [], "control": []}
-        for folder in folders:
-            a, b, entries = read_pair(folder)
-            manifest = json.loads((Path(folder) / "manifest.json").read_text())
-            refs = [tuple(e["reference"]["cell"]) for e in manifest["images"]]
-            chosen = size or max(c[2] for _, c in entries)
-            query = query_template.format(a=a, b=b)
-            text = ex.prompt(query, with_image=True)
-            target = ex.target_position(text, query, b)
-            answers = intervener.answer_ids(text)
-            grid_cells = sorted({(c[0], c[1]) for _, c in entries})
+        for pair in pairs:
+            entries, refs, chosen, text = pair["entries"], pair["refs"], pair["chosen"], pair["text"]
+            target, answers, grid_cells = pair["target"], pair["answers"], pair["grid_cells"]
             for (path, cell), ref in zip(entries, refs):
                 here = (cell[0], cell[1])
                 if cell[2] != chosen or (cells_from and here != cells_from):
