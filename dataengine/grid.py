@@ -222,7 +222,7 @@ def _vary(render, rng, cell):
     return np.asarray(im)
 
 
-def _paste(canvas, render, cell_ij, cell):
+def paste(canvas, render, cell_ij, cell):
     """Alpha-blend `render` centred in cell (i, j); returns its pixel box [x0, y0, x1, y1]."""
     h, w = render.shape[:2]
     i, j = cell_ij
@@ -283,8 +283,8 @@ def tile_pair(a, b, objects_dir, output_dir, grid=GRID, cell_size=CELL, sizes=SI
         target_render, ref_render = resized[(b, s)], resized[(a, s)]
         if local_variation:
             target_render, ref_render = _vary(target_render, rng, cell_size), _vary(ref_render, rng, cell_size)
-        ref_box = _paste(canvas, ref_render, ref_cell, cell_size)
-        target_box = _paste(canvas, target_render, (i, j), cell_size)
+        ref_box = paste(canvas, ref_render, ref_cell, cell_size)
+        target_box = paste(canvas, target_render, (i, j), cell_size)
         name = image_name(a, b, i, j, s, ref)
         write_png(folder / name, canvas)
         images.append({"file": name, "size": s,

@@ -72,6 +72,22 @@ def language_model(model):
     raise RuntimeError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+def word_position(tokenizer, text, query, word, add_special=True, name="the model"):
+    """TargetPosition of the last sub-token of `word` (inside `query`, found verbatim in the prompt `text`)."""
+    start_in_query, end_in_query = word_span(query, word)
+    q = text.rfind(query)
+    if q < 0:
+        raise UserError(f"the chat template of {name} did not keep the query {query!r} verbatim")
+    start, end = q + start_in_query, q + end_in_query
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    hits = [k for k, (s, e) in enumerate(offsets) if e > start and s < end and e > s]
+    if not hits:
+        raise UserError(f"no token of {name}'s tokenizer covers {word!r} in {text!r}")
+    last = hits[-1]
+    return TargetPosition(len(ids) - last, ids[last:], tokenizer.convert_ids_to_tokens([ids[k] for k in hits]))
+
+
 class Extractor:
     """A loaded VLM and its processor, ready to read one word's hidden states."""
 
@@ -134,18 +150,7 @@ class Extractor:
 
     def target_position(self, text, query, word):
         """Where the last sub-token of `word` (inside the user text) sits, counted from the end of `text`."""
-        start_in_query, end_in_query = word_span(query, word)
-        q = text.rfind(query)
-        if q < 0:
-            raise UserError(f"the chat template of {self.choice.name} did not keep the query {query!r} verbatim")
-        start, end = q + start_in_query, q + end_in_query
-        enc = self.tokenizer(text, add_special_tokens=self._add_special(text), return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        hits = [k for k, (s, e) in enumerate(offsets) if e > start and s < end and e > s]
-        if not hits:
-            raise UserError(f"no token of {self.choice.name}'s tokenizer covers {word!r} in {text!r}")
-        last = hits[-1]
-        return TargetPosition(len(ids) - last, ids[last:], self.tokenizer.convert_ids_to_tokens([ids[k] for k in hits]))
+        return word_position(self.tokenizer, text, query, word, self._add_special(text), self.choice.name)
 
     def _inputs(self, texts, images):
         """Processor outputs (on the CPU) for prompts and their images (None: text only)."""

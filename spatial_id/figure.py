@@ -134,35 +134,47 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
     return explained
 
 
-def write_fig5(id_file, output, text_file=None, word=UNIVERSAL, layer=None, sweep_output=None):
-    """Write Figure 5 (and the layer sweep) as PNG; returns the exit code."""
+def write_fig5(id_files, output, text_files=None, word=UNIVERSAL, layer=None, sweep_output=None, labels=None):
+    """Write Figure 5 of one or more ID files side by side (and the layer sweep) as PNG; returns the exit code."""
     import matplotlib
     import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    data = load_pt(id_file)
-    text = load_pt(text_file, "text-embedding file") if text_file else None
-    fig, ax = plt.subplots(figsize=(6.5, 6))
-    explained = draw_fig5(ax, data, text, word, layer)
+    id_files = [id_files] if isinstance(id_files, (str, Path)) else list(id_files)
+    text_files = [text_files] if isinstance(text_files, (str, Path)) else list(text_files or [])
+    if text_files and len(text_files) != len(id_files):
+        raise UserError(f"--text-file: give one per --id-file ({len(id_files)}), or none")
+    if labels and len(labels) != len(id_files):
+        raise UserError(f"--labels: give one per --id-file ({len(id_files)}), or none")
+    datas = [load_pt(f) for f in id_files]
+    texts = [load_pt(f, "text-embedding file") for f in text_files] or [None] * len(datas)
+    labels = [f"{label}: " for label in labels] if labels else [""] * len(datas)
+    fig, axs = plt.subplots(1, len(datas), figsize=(6.5 * len(datas), 6), squeeze=False)
+    for ax, data, text, label, path in zip(axs[0], datas, texts, labels, id_files):
+        explained = draw_fig5(ax, data, text, word, layer, label)
+        print(f"fig5: {label}{path}: explained variance {explained:.1%}, shuffled-cell control "
+              f"{shuffled_explained(data, word, layer):.1%}")
     _save(fig, output)
-    print(f"fig5: {output} (explained variance {explained:.1%}, shuffled-cell control "
-          f"{shuffled_explained(data, word, layer):.1%})")
+    print(f"fig5: wrote {output}")
     if sweep_output:
-        sweep = explained_by_layer(data, word)
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o", label="true cells")
-        ax.plot([s[0] for s in sweep], [shuffled_explained(data, word, s[0]) for s in sweep], marker=".", color="0.6",
-                label="shuffled cells (control)")
+        for data, label in zip(datas, labels):
+            sweep = explained_by_layer(data, word)
+            name = label.rstrip(": ") or data["meta"].get("model", "")
+            line = ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o", label=f"{name} true cells")[0]
+            ax.plot([s[0] for s in sweep], [shuffled_explained(data, word, s[0]) for s in sweep], marker=".", ls="--",
+                    color=line.get_color(), alpha=0.6, label=f"{name} shuffled cells (control)")
+            best = max(sweep, key=lambda s: -1 if np.isnan(s[1]) else s[1])
+            print(f"fig5 sweep: {label}best layer {best[0]}: {best[1]:.1%}")
         ax.legend(fontsize=8)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("layer (hidden-state index, 0 = embeddings; no point where the IDs have no x/y plane)")
         ax.set_ylabel("variance in x/y plane")
         ax.set_ylim(0, 1)
-        ax.set_title(f"{data['meta'].get('model', '')} {word}: explained variance of the x/y plane per layer", fontsize=10)
+        ax.set_title(f"{word}: explained variance of the x/y plane per layer", fontsize=10)
         ax.grid(alpha=0.3)
         _save(fig, sweep_output)
-        best = max(sweep, key=lambda s: -1 if np.isnan(s[1]) else s[1])
-        print(f"fig5 sweep: {sweep_output} (best layer {best[0]}: {best[1]:.1%})")
+        print(f"fig5 sweep: wrote {sweep_output}")
     return 0
 
 

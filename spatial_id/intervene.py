@@ -9,7 +9,8 @@ a universal ID file of this model) for every other cell (or --cells-from /
 after the prompt. Reports the flip rate of moves that cross the reference's
 column, of those that do not, and of a control adding a random vector of the
 same norm, with bootstrap 95% intervals: OUTPUT_DIR/interventions.json and
-interventions.png.
+interventions.png. --direction vertical asks "Is {b} above or below {a}?"
+instead and counts moves across the reference's row.
 """
 
 import sys
@@ -18,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, positive_int, run_cli
-from spatial_id.extract import QUERY, Extractor, check_query
+from spatial_id.extract import Extractor, check_query
 from spatial_id.ids import pair_folders
-from spatial_id.intervention import Intervener, flip_experiment, load_ids, parse_cell, write_flip_outputs
+from spatial_id.intervention import DIRECTIONS, Intervener, flip_experiment, load_ids, parse_cell, write_flip_outputs
 from spatial_id.registry import add_model_args, parse_layers, resolve_model
 
 
@@ -32,6 +33,9 @@ def build_parser():
     p.add_argument("--size", type=positive_int, default=None, help="object size of the images used (default: the largest)")
     p.add_argument("--cells-from", default=None, help="only images whose target is in this cell, e.g. 0,1")
     p.add_argument("--cells-to", default=None, help="only moves to this cell, e.g. 3,1")
+    p.add_argument("--direction", choices=sorted(DIRECTIONS), default="horizontal",
+                   help="horizontal: left/right, moves across the reference's column; vertical: above/below, across its "
+                        "row (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the control's random vectors (default %(default)s)")
     add_model_args(p)
     return p
@@ -46,11 +50,11 @@ def main(args):
     layers = extractor.resolve_layers(parse_layers(args.layers))
     cells_from = parse_cell(args.cells_from, grid, "--cells-from") if args.cells_from else None
     cells_to = parse_cell(args.cells_to, grid, "--cells-to") if args.cells_to else None
-    template = check_query(args.query or QUERY)
-    results = flip_experiment(Intervener(extractor), folders, id_data, layers, template, args.size, cells_from, cells_to,
+    template = check_query(args.query or DIRECTIONS[args.direction]["query"])
+    results = flip_experiment(Intervener(extractor, args.direction), folders, id_data, layers, template, args.size, cells_from, cells_to,
                               args.batch_size, args.seed)
     meta = {"model": choice.name, "model_path": choice.source, "ids": str(args.ids), "query": template,
-            "pairs": [f.name for f in folders], "dtype": extractor.dtype_name}
+            "direction": args.direction, "pairs": [f.name for f in folders], "dtype": extractor.dtype_name}
     write_flip_outputs(results, meta, args.output_dir)
     best = max(results.items(), key=lambda kv: (kv[1]["crossing"] - kv[1]["control"]) if kv[1]["n"]["crossing"] else -1)
     print(f"intervene {choice.name}: {len(layers)} layers; largest crossing-minus-control at layer {best[0]}: crossing "

@@ -5,9 +5,10 @@ output of decoder layer k, the last = after the final norm) the target word's
 state h becomes h + ID(to) - ID(from), through the same hooks as the
 extraction; everything else of the forward is untouched. The answer is the
 model's choice between its "left" and "right" tokens right after the chat
-prompt. A move *crosses* when it takes the target to the other side of the
-reference's column (then a model that reads position from the ID should flip
-its answer) and does not cross when it stays on the same side; the control
+prompt ("above" and "below" for the vertical direction). A move *crosses*
+when it takes the target to the other side of the reference's column (row)
+(then a model that reads position from the ID should flip its answer) and
+does not cross when it stays on the same side; the control
 adds a random vector of the same norm as the move. Rates come with bootstrap
 95% intervals.
 """
@@ -23,31 +24,40 @@ from tqdm import tqdm
 
 from batchkit.errors import UserError
 
+from .extract import QUERY
 from .ids import read_pair
 from .probes import bootstrap_ci
 
-ANSWERS = ("left", "right")
+# direction: its query, its two answers (the first for the smaller column / row) and the cell axis it compares
+DIRECTIONS = {"horizontal": {"query": QUERY, "answers": ("left", "right"), "axis": 0},
+              "vertical": {"query": "Is {b} above or below {a}?", "answers": ("above", "below"), "axis": 1}}
+
+
+def answer_token_ids(tokenizer, text, words, add_special=True, name="the model"):
+    """The first token id of each of `words` written right after the prompt `text` (distinct, or UserError)."""
+    base = tokenizer(text, add_special_tokens=add_special)["input_ids"]
+    out = []
+    for word in words:
+        ids = tokenizer(text + word, add_special_tokens=add_special)["input_ids"]
+        if ids[:len(base)] != base or len(ids) == len(base):
+            raise UserError(f"{name}'s tokenizer merges {word!r} into the prompt; cannot read its answer")
+        out.append(ids[len(base)])
+    if len(set(out)) < len(out):
+        raise UserError(f"{name}'s tokenizer starts {' and '.join(map(repr, words))} with the same token")
+    return out
 
 
 class Intervener:
     """An Extractor's model, asked left-or-right with an optional shift of the target word's state."""
 
-    def __init__(self, extractor):
+    def __init__(self, extractor, direction="horizontal"):
         self.ex = extractor
+        self.direction = direction
 
     def answer_ids(self, text):
         """Token ids of the first token of each answer word right after the prompt `text`."""
-        tok = self.ex.tokenizer
-        base = tok(text, add_special_tokens=self.ex._add_special(text))["input_ids"]
-        out = []
-        for word in ANSWERS:
-            ids = tok(text + word, add_special_tokens=self.ex._add_special(text))["input_ids"]
-            if ids[:len(base)] != base or len(ids) == len(base):
-                raise UserError(f"{self.ex.choice.name}'s tokenizer merges {word!r} into the prompt; cannot read its answer")
-            out.append(ids[len(base)])
-        if out[0] == out[1]:
-            raise UserError(f"{self.ex.choice.name}'s tokenizer starts 'left' and 'right' with the same token")
-        return out
+        words = DIRECTIONS[self.direction]["answers"]
+        return answer_token_ids(self.ex.tokenizer, text, words, self.ex._add_special(text), self.ex.choice.name)
 
     @contextmanager
     def shifted(self, rows, positions, layer, deltas):
@@ -92,13 +102,10 @@ class Intervener:
         return logits[rows, lengths - 1].float()[:, answer_ids].cpu()
 
 
-def side(column, reference_column):
-    return int(np.sign(column - reference_column))
-
-
-def classify(from_cell, to_cell, reference_cell):
-    """'crossing' (to the other side of the reference's column), 'not_crossing' (same side) or None (in its column)."""
-    a, b = side(from_cell[0], reference_cell[0]), side(to_cell[0], reference_cell[0])
+def classify(from_cell, to_cell, reference_cell, axis=0):
+    """'crossing' (to the other side of the reference's column, or row for axis 1), 'not_crossing' (same side) or
+    None (from or to the reference's column / row)."""
+    a, b = (int(np.sign(c[axis] - reference_cell[axis])) for c in (from_cell, to_cell))
     if a == 0 or b == 0:
         return None
     return "crossing" if a != b else "not_crossing"
@@ -139,6 +146,7 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
                     batch_size=16, seed=0, word="universal"):
     """{layer: rates} over the pair folders' images of one size (random design: the manifest's reference cell)."""
     ex = intervener.ex
+    axis = DIRECTIONS[intervener.direction]["axis"]
     rng = torch.Generator().manual_seed(seed)
     id_index = {tuple(c): k for k, c in enumerate(id_data["cells"])}
     results = {}
@@ -167,7 +175,7 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
                 if cell[2] != chosen or (cells_from and here != cells_from):
                     continue
                 moves = [d for d in grid_cells if d != here and (not cells_to or d == cells_to)
-                         and classify(here, d, ref) is not None and (d[0], d[1], chosen) in id_index]
+                         and classify(here, d, ref, axis) is not None and (d[0], d[1], chosen) in id_index]
                 if not moves or (here[0], here[1], chosen) not in id_index:
                     continue
                 with Image.open(path) as im:
@@ -185,7 +193,7 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
                     moved = intervener.logits(batch, target, layer, deltas[chunk], answers).argmax(dim=1)
                     control = intervener.logits(batch, target, layer, noise[chunk], answers).argmax(dim=1)
                     for d, m, c in zip(moves[chunk], moved.tolist(), control.tolist()):
-                        kind = classify(here, d, ref)
+                        kind = classify(here, d, ref, axis)
                         flips[kind].append(int(m != int(before[0])))
                         if kind == "crossing":
                             flips["control"].append(int(c != int(before[0])))

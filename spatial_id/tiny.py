@@ -21,8 +21,9 @@ CORPUS = (
 )
 
 
-def _tokenizer(special, bos, eos, pad, vocab_size=420, **named):
-    """A TokenizersBackend over a byte-level BPE trained on CORPUS; `named` become tokenizer attributes (image_token=...)."""
+def _tokenizer(special, bos, eos, pad, vocab_size=420, words=(), **named):
+    """A TokenizersBackend over a byte-level BPE trained on CORPUS (plus `words`, often enough to become one token
+    each after a space); `named` become tokenizer attributes (image_token=...)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -31,7 +32,8 @@ def _tokenizer(special, bos, eos, pad, vocab_size=420, **named):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(dict.fromkeys(special)),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator([CORPUS] * 4, trainer)
+    extra = " ".join(f" {w}" for w in words)
+    tok.train_from_iterator([CORPUS] * 4 + [extra] * 50 * bool(words), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, **named)
 
 
@@ -46,9 +48,12 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _llava(layers, hidden, image_size, patch=None, vocab_size=None):
+def _llava(layers, hidden, image_size, patch=None, vocab_size=None, words=(), added_tokens=(), vision_hidden=32,
+           vision_layers=2, tokenizer_size=420):
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    tok = _tokenizer(["<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", image_token="<image>")
+    tok = _tokenizer(["<s>", "</s>", "<pad>", "<image>"], "<s>", "</s>", "<pad>", vocab_size=tokenizer_size, words=words,
+                     image_token="<image>")
+    tok.add_tokens(list(added_tokens))
     template = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}{{ m['content'] }}"
                 "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}"
                 "{{ c['text'] }}{% endif %}{% endfor %}{% endif %} {% endif %}{% endfor %}"
@@ -58,8 +63,8 @@ def _llava(layers, hidden, image_size, patch=None, vocab_size=None):
                                                              crop_size={"height": image_size, "width": image_size}),
                           tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1, chat_template=template)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=image_size, patch_size=patch)
+    vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+                              num_attention_heads=2, image_size=image_size, patch_size=patch)
     text = LlamaConfig(**_text_dims(max(len(tok), vocab_size or 0), layers, hidden), pad_token_id=tok.pad_token_id,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=tok.image_token_id,
@@ -181,8 +186,9 @@ BUILDERS = {"llava": _llava, "qwen2_vl": lambda *a: _qwen("qwen2_vl", *a), "qwen
 def build_tiny_model(family, output_dir, layers=4, hidden=64, image_size=32, seed=0, **options):
     """Build, save (model + processor) and return the folder of a tiny random-weight model of `family`.
 
-    `options` go to the family's builder (LLaVA takes `patch`, the vision patch size, and `vocab_size`, to
-    give the embedding and lm head a real model's vocabulary size beyond the small tokenizer).
+    `options` go to the family's builder. LLaVA takes `patch` (the vision patch size), `vocab_size` (to give the
+    embedding and lm head a real model's vocabulary size beyond the small tokenizer), `words` (whole words of
+    the tokenizer), `added_tokens`, `tokenizer_size`, `vision_hidden` and `vision_layers`.
     """
     if family not in BUILDERS:
         raise ValueError(f"unknown family {family!r}; one of {', '.join(FAMILIES)}")
