@@ -102,6 +102,12 @@ class Intervener:
         return logits[rows, lengths - 1].float()[:, answer_ids].cpu()
 
 
+def repeat_inputs(inputs, n):
+    """The processor outputs of one prompt and image as a batch of n identical rows: every family's processor
+    concatenates per-image tensors along dim 0 (rows, or patches for Qwen2-VL), so n copies are n rows."""
+    return {k: torch.cat([v] * n) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
 def classify(from_cell, to_cell, reference_cell, axis=0):
     """'crossing' (to the other side of the reference's column, or row for axis 1), 'not_crossing' (same side) or
     None (from or to the reference's column / row)."""
@@ -149,56 +155,51 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
     axis = DIRECTIONS[intervener.direction]["axis"]
     rng = torch.Generator().manual_seed(seed)
     id_index = {tuple(c): k for k, c in enumerate(id_data["cells"])}
-    results = {}
     for layer in layers:
         if layer not in id_data["layers"]:
             raise UserError(f"layer {layer} is not in the ID file (layers {id_data['layers'][0]}..{id_data['layers'][-1]})")
-    pairs = []                                   # what every layer needs of a pair, read and tokenised once
+    tables = {layer: id_data["ids"][word][id_data["layers"].index(layer)].float() for layer in layers}
+    flips = {layer: {"crossing": [], "not_crossing": [], "control": []} for layer in layers}
+    jobs = []                                    # (prompt facts, image path, its cell, the reference's cell)
     for folder in folders:
         a, b, entries = read_pair(folder)
         manifest = json.loads((Path(folder) / "manifest.json").read_text())
         query = query_template.format(a=a, b=b)
         text = ex.prompt(query, with_image=True)
-        pairs.append({"entries": entries, "refs": [tuple(e["reference"]["cell"]) for e in manifest["images"]],
-                      "chosen": size or max(c[2] for _, c in entries), "text": text,
-                      "target": ex.target_position(text, query, b), "answers": intervener.answer_ids(text),
-                      "grid_cells": sorted({(c[0], c[1]) for _, c in entries})})
-    for layer in tqdm(layers, desc="layers", unit="layer"):
-        li = id_data["layers"].index(layer)
-        table = id_data["ids"][word][li].float()
-        flips = {"crossing": [], "not_crossing": [], "control": []}
-        for pair in pairs:
-            entries, refs, chosen, text = pair["entries"], pair["refs"], pair["chosen"], pair["text"]
-            target, answers, grid_cells = pair["target"], pair["answers"], pair["grid_cells"]
-            for (path, cell), ref in zip(entries, refs):
-                here = (cell[0], cell[1])
-                if cell[2] != chosen or (cells_from and here != cells_from):
-                    continue
-                moves = [d for d in grid_cells if d != here and (not cells_to or d == cells_to)
-                         and classify(here, d, ref, axis) is not None and (d[0], d[1], chosen) in id_index]
-                if not moves or (here[0], here[1], chosen) not in id_index:
-                    continue
-                with Image.open(path) as im:
-                    image = im.convert("RGB")
-                inputs = ex._inputs([text], [image])
-                before = intervener.logits(inputs, target, layer, None, answers).argmax(dim=1)
-                own = table[id_index[(here[0], here[1], chosen)]]
-                deltas = torch.stack([table[id_index[(d[0], d[1], chosen)]] - own for d in moves])
-                noise = torch.randn(deltas.shape, generator=rng)
-                noise = noise / noise.norm(dim=1, keepdim=True) * deltas.norm(dim=1, keepdim=True)
-                for start in range(0, len(moves), batch_size):
-                    chunk = slice(start, start + batch_size)
-                    n = len(moves[chunk])
-                    batch = ex._inputs([text] * n, [image] * n)
-                    moved = intervener.logits(batch, target, layer, deltas[chunk], answers).argmax(dim=1)
-                    control = intervener.logits(batch, target, layer, noise[chunk], answers).argmax(dim=1)
-                    for d, m, c in zip(moves[chunk], moved.tolist(), control.tolist()):
-                        kind = classify(here, d, ref, axis)
-                        flips[kind].append(int(m != int(before[0])))
-                        if kind == "crossing":
-                            flips["control"].append(int(c != int(before[0])))
-        results[layer] = rates(flips)
-    return results
+        pair = {"text": text, "target": ex.target_position(text, query, b), "answers": intervener.answer_ids(text),
+                "grid_cells": sorted({(c[0], c[1]) for _, c in entries}),
+                "chosen": size or max(c[2] for _, c in entries)}
+        for (path, cell), image in zip(entries, manifest["images"]):
+            here = (cell[0], cell[1])
+            if cell[2] == pair["chosen"] and (not cells_from or here == cells_from):
+                jobs.append((pair, path, here, tuple(image["reference"]["cell"])))
+    step = max(1, batch_size // 2)
+    for pair, path, here, ref in tqdm(jobs, desc="images", unit="image"):
+        text, target, answers, chosen = pair["text"], pair["target"], pair["answers"], pair["chosen"]
+        moves = [d for d in pair["grid_cells"] if d != here and (not cells_to or d == cells_to)
+                 and classify(here, d, ref, axis) is not None and (d[0], d[1], chosen) in id_index]
+        if not moves or (here[0], here[1], chosen) not in id_index:
+            continue
+        with Image.open(path) as im:
+            inputs = ex._inputs([text], [im.convert("RGB")])    # processed once for every layer and move
+        before = int(intervener.logits(inputs, target, 0, None, answers).argmax(dim=1)[0])
+        for layer in layers:
+            table = tables[layer]
+            own = table[id_index[(here[0], here[1], chosen)]]
+            deltas = torch.stack([table[id_index[(d[0], d[1], chosen)]] - own for d in moves])
+            noise = torch.randn(deltas.shape, generator=rng)
+            noise = noise / noise.norm(dim=1, keepdim=True) * deltas.norm(dim=1, keepdim=True)
+            for start in range(0, len(moves), step):
+                chunk = slice(start, start + step)
+                n = len(moves[chunk])                             # one forward: n moves, then their n controls
+                out = intervener.logits(repeat_inputs(inputs, 2 * n), target, layer,
+                                        torch.cat([deltas[chunk], noise[chunk]]), answers).argmax(dim=1).tolist()
+                for d, m, c in zip(moves[chunk], out[:n], out[n:]):
+                    kind = classify(here, d, ref, axis)
+                    flips[layer][kind].append(int(m != before))
+                    if kind == "crossing":
+                        flips[layer]["control"].append(int(c != before))
+    return {layer: rates(flips[layer]) for layer in layers}
 
 
 def write_flip_outputs(results, meta, output_dir):

@@ -51,6 +51,16 @@ def run_script(script, *args, cwd=None):
 
 
 @pytest.fixture(scope="session")
+def objects_dir(tmp_path_factory):
+    """The ten stand-in object renders (read-only for tests)."""
+    from dataengine.grid import make_objects
+    from dataengine.objects import OBJECT_NAMES
+    out = tmp_path_factory.mktemp("objects")
+    make_objects(OBJECT_NAMES, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def scenes_dir(tmp_path_factory):
     """Six synthetic scenes with point clouds already made (read-only for tests)."""
     out = write_dataset(tmp_path_factory.mktemp("scenes") / "synthetic", n_scenes=6, seed=0)

@@ -11,15 +11,7 @@ from PIL import Image
 
 from batchkit.errors import UserError
 from conftest import ROOT
-from dataengine.grid import load_render, make_grid_data, make_objects, tile_pair
-from dataengine.objects import OBJECT_NAMES
-
-
-@pytest.fixture(scope="session")
-def objects_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("objects")
-    make_objects(OBJECT_NAMES, out)
-    return out
+from dataengine.grid import load_render, make_grid_data, tile_pair
 
 
 def _check_pair(folder, a, b, grid=4, cell=224, sizes=(224, 174, 124, 74), background=0):

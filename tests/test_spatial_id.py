@@ -13,7 +13,7 @@ from PIL import Image
 
 from batchkit.errors import UserError
 from conftest import ROOT, run_inprocess, run_script
-from dataengine.grid import make_objects, tile_pair
+from dataengine.grid import tile_pair
 from spatial_id.extract import QUERY, Extractor
 from spatial_id.ids import ALL_LAYERS, axes, extract_pair, made_with, read_pair
 from spatial_id.registry import FAMILIES, ModelChoice, resolve_dtype, resolve_model
@@ -23,10 +23,8 @@ SIZES = [224, 74]
 
 
 @pytest.fixture(scope="session")
-def objects_for_grid(tmp_path_factory):
-    objects = tmp_path_factory.mktemp("objects")
-    make_objects(["camel", "frog", "dog", "teapot"], objects)
-    return objects
+def objects_for_grid(objects_dir):
+    return objects_dir
 
 
 @pytest.fixture(scope="session")
@@ -207,8 +205,8 @@ def test_wrappers_resume_from_another_directory(tiny_models, grid_dir, tmp_path)
         assert torch.load(f, weights_only=True)["layers"] == [0, 2]
     assert (tmp_path / "large" / "llava-7b_y.pt").is_file()
     stamp = (tmp_path / "large" / "camel_frog" / "llava-7b.pt").stat().st_mtime_ns
-    again = run_script("spatial_id/compute_id.py", "--model", env_models, "--image-dir", grid_dir, "--output-dir",
-                       tmp_path / "large", "--per-pair", "--device", "cpu", "--layers", "0,2", cwd=tmp_path)
+    again = run_inprocess("spatial_id/compute_id.py", "--model", env_models, "--image-dir", grid_dir, "--output-dir",
+                          tmp_path / "large", "--per-pair", "--device", "cpu", "--layers", "0,2")
     assert again.returncode == 0 and (tmp_path / "large" / "camel_frog" / "llava-7b.pt").stat().st_mtime_ns == stamp
     # what a rerun trusts: only a file made from the same snapshot, dtype, query, layers and images
     done = tmp_path / "large" / "camel_frog" / "llava-7b.pt"
@@ -381,3 +379,16 @@ def test_flip_rates_by_hand_and_the_cli(tiny_models, grid_dir, tmp_path):
     bad = run_inprocess("spatial_id/intervene.py", "--model", f"llava-7b={other}", "--ids", tmp_path / "ids" / "llava-7b.pt",
                         "--image-dir", grid_dir, "--output-dir", tmp_path / "iv3", "--device", "cpu")
     assert bad.returncode == 2 and "not of the loaded" in bad.stderr
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_repeated_inputs_equal_processing_copies(family, tiny_models, grid_dir):
+    from spatial_id.intervention import repeat_inputs
+    ex = Extractor(ModelChoice(family, str(tiny_models[family]), family), device="cpu")
+    text = ex.prompt(QUERY.format(a="camel", b="frog"))
+    image = _images(grid_dir / "camel_frog", 1)
+    once, copies = repeat_inputs(ex._inputs([text], image), 3), ex._inputs([text] * 3, image * 3)
+    assert sorted(once) == sorted(copies)
+    for key, value in copies.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(once[key], value), key
