@@ -128,7 +128,7 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
     ax.set_ylabel("y axis (row, orthonormalised)")
     ax.invert_yaxis()
     control = shuffled_explained(data, word, layer)
-    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}: x/y plane explains "
+    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}\nx/y plane explains "
                  f"{explained:.0%} of the variance (shuffled cells: {control:.0%})\n"
                  "text markers at their cosines with the axes, times the IDs' reach", fontsize=9)
     return explained

@@ -9,13 +9,16 @@ init leaves training at chance). Images are the grid images of `dataengine/`
 in memory and sent through the processor exactly as the tools send files.
 
 Each example asks "Is {b} to the left or right of {a}?" or "Is {b} above or
-below {a}?" and the loss has three terms: the answer right after the prompt
-(only where the columns, or rows, differ), and, at each object's word, that
-object's cell token as the next token. The last two make the model name an
-object's cell as soon as it reads its word, so the word's state carries the
-position; the answer then needs both positions, and the cheapest way to get
-them is from the two words. Whether it really reads them there is measured
-by swapping spatial IDs at the target word (`intervention.py`).
+below {a}?", and the loss has, besides the answer right after the prompt
+(only where the columns, or rows, differ), two next-token terms:
+- at each object's word, that object's cell token: the model must name the
+  cell as soon as it reads the word, so the word's state carries the
+  position, and the answer, which needs both positions, reads them from the
+  two words (measured by swapping spatial IDs there: `intervention.py`). The
+  cell tokens' lm-head rows are fixed (`cell_readout`) so that naming the
+  cell needs the column and row *linearly* in the state, as in real VLMs;
+- at each image patch, the name of the object in that cell: one identity
+  code per object whatever it stands next to, so held-out pairs work.
 """
 
 import os
@@ -40,6 +43,7 @@ from .extract import word_position
 from .intervention import DIRECTIONS, answer_token_ids
 
 PATCH_WEIGHT = 1.0
+MIN_ACCURACY = 0.9                 # held-out accuracy below which train_tiny.py says the model has not learned
 
 
 def cell_token(i, j):
@@ -64,6 +68,7 @@ class TrainSettings:
     patch: int = 16
     word_loss: float = 1.0         # weight of the cell-token terms at the object words
     weight_decay: float = 0.01
+    linear_cells: bool = True      # cell tokens read out linearly (fixed lm-head rows, see cell_readout)
     eval_images: int = 4000        # held-out images the reported accuracy is measured on (a seeded sample)
     workers: int = 2               # processes rendering and processing images (no effect on the weights)
 
@@ -221,7 +226,34 @@ def build(settings, objects):
         if len(pieces) != 1:
             raise RuntimeError(f"the tokenizer splits {name!r} into {pieces}; object names need a token each")
     init_weights(model, settings.seed)
+    if settings.linear_cells:
+        set_cell_readout(model, processor.tokenizer)
     return model, processor
+
+
+def cell_readout(tokenizer, hidden, grid=GRID, sharpness=4.0):
+    """(token ids, fixed lm-head rows) of the cell tokens: logit(i, j) = s (2 i x + 2 j y - i^2 - j^2) for a state
+    with x, y, 1 along three fixed directions (i, j centred on the grid), largest at the cell nearest (x, y).
+
+    With these rows fixed, naming the cell at an object's word needs that word's state to hold the object's
+    column and row *linearly*, as the spatial IDs of real VLMs do, instead of as 16 unrelated directions."""
+    ids, rows = [], []
+    half = (grid - 1) / 2
+    for j in range(grid):
+        for i in range(grid):
+            x, y = i - half, j - half
+            row = torch.zeros(hidden)
+            row[:3] = torch.tensor([2 * x, 2 * y, -(x * x + y * y)]) * sharpness
+            ids.append(tokenizer.convert_tokens_to_ids(cell_token(i, j)))
+            rows.append(row)
+    return torch.tensor(ids), torch.stack(rows)
+
+
+@torch.no_grad()
+def set_cell_readout(model, tokenizer):
+    head = model.get_output_embeddings().weight
+    ids, rows = cell_readout(tokenizer, head.shape[1])
+    head[ids] = rows.to(head.dtype)
 
 
 def _process_chunk(job):
@@ -286,6 +318,8 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
+        if settings.linear_cells:
+            set_cell_readout(model, processor.tokenizer)      # fixed rows: undo the step's change to them
         schedule.step()
         if step % 10 == 0:
             bar.set_postfix(answer=f"{answer_loss.item():.3f}", words=f"{word_loss.item():.3f}", acc=f"{acc.item():.2f}")
