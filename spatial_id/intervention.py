@@ -205,6 +205,7 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
 def write_flip_outputs(results, meta, output_dir):
     """interventions.json and interventions.png (flip rate by layer: crossing, not crossing, control)."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -219,6 +220,7 @@ def write_flip_outputs(results, meta, output_dir):
         line = ax.plot(layers, values, label=kind.replace("_", " "), **style)[0]
         ax.fill_between(layers, [results[k]["ci"][kind][0] for k in layers], [results[k]["ci"][kind][1] for k in layers],
                         color=line.get_color(), alpha=0.15)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("layer of the swap (hidden-state index)")
     ax.set_ylabel("answers flipped (95% CI)")
     ax.set_ylim(0, 1.02)
