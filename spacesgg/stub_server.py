@@ -5,6 +5,7 @@
 It answers /v1/chat/completions from the prompt itself (echoing the tags and
 the measured relations it was given), after `latency` seconds, and can be
 told to inject faults, a queue consumed one per request:
+  ok         no fault: a valid answer (to place faults after some answers)
   429        rate limited, Retry-After: `retry_after` seconds
   429long    rate limited, Retry-After: 3600
   429date    rate limited, Retry-After: an HTTP date one hour ahead
@@ -32,7 +33,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TAG_RE = re.compile(r"<ref>[^<>]+</ref><box>\[\[[\d, ]+\]\]</box>")
-FAULTS = ("429", "429long", "429date", "500", "timeout", "drip", "malformed", "badbox", "badtag", "huge", "leak",
+FAULTS = ("ok", "429", "429long", "429date", "500", "timeout", "drip", "malformed", "badbox", "badtag", "huge", "leak",
           "reverse", "chatml")
 REVERSE = {"left": "right", "right": "left", "above": "below", "below": "above", "in front of": "behind",
            "behind": "in front of"}

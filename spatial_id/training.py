@@ -42,7 +42,7 @@ from dataengine.objects import OBJECT_NAMES
 from .extract import word_position
 from .intervention import DIRECTIONS, answer_token_ids
 
-PATCH_WEIGHT = 1.0
+PATCH_WEIGHT = 1.0                 # the patch-name term relative to the word terms (both times word_loss)
 MIN_ACCURACY = 0.9                 # held-out accuracy below which train_tiny.py says the model has not learned
 
 
@@ -66,7 +66,7 @@ class TrainSettings:
     vision_layers: int = 2
     image_size: int = 64
     patch: int = 16
-    word_loss: float = 1.0         # weight of the cell-token terms at the object words
+    word_loss: float = 1.0         # weight of the next-token terms at the object words and image patches
     weight_decay: float = 0.01
     linear_cells: bool = True      # cell tokens read out linearly (fixed lm-head rows, see cell_readout)
     eval_images: int = 4000        # held-out images the reported accuracy is measured on (a seeded sample)

@@ -219,7 +219,8 @@ def test_killed_run_resumes_without_asking_twice(mv_file, tmp_path):
     prompt_of = {p["id"]: hashlib.sha256(p["user"].encode()).hexdigest()[:16] for p in _load(dry)}
     out = tmp_path / "rot.json"
     cache = tmp_path / "rot.json.cache.jsonl"
-    with StubServer(latency=0.15, api_key=KEY) as stub:
+    with StubServer(latency=0.15, api_key=KEY, hang=3.0) as stub:
+        stub.inject(*["ok"] * 9, *["timeout"] * 3)     # nine answers, then three that hang: the kill comes first
         env = dict(os.environ, OPENAI_API_KEY=KEY)
         cmd = [sys.executable, str(ROOT / "llm_based_query.py"), "--anno-file", str(mv_file), "--prompt-function",
                "create_rotation_prompt", "--output-file", str(out), "--backend", "openai", "--base-url", stub.url,
