@@ -113,6 +113,14 @@ def retry_after_seconds(headers, now=None):
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _stop_if_cancelled():
+    """Honour a cancellation (Ctrl-C) that asyncio.wait_for swallowed: on Python 3.11 a cancel that lands as the
+    request ends is lost, and the retry loop would go on asking a server that hangs."""
+    task = asyncio.current_task()
+    if task is not None and getattr(task, "cancelling", lambda: 0)():
+        raise asyncio.CancelledError
+
+
 class OpenAIBackend:
     """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp) via the openai package."""
 
@@ -165,13 +173,16 @@ class OpenAIBackend:
         last = None
         for attempt in range(s.max_retries + 1):
             try:
-                return await self._create(messages)
+                reply = await self._create(messages)
+                _stop_if_cancelled()
+                return reply
             except (o.RateLimitError, o.InternalServerError, o.APITimeoutError, o.APIConnectionError,
                     o.APIResponseValidationError, MalformedReply, asyncio.TimeoutError, ValueError) as e:
                 last = e                                  # ValueError: a body that is not JSON
             except o.APIStatusError as e:
                 raise RequestFailed(f"{request.id}: server answered {e.status_code} ({_short(e, self.key)}); "
                                     f"{_hint(e.status_code)}") from None
+            _stop_if_cancelled()
             if attempt < s.max_retries:
                 await asyncio.sleep(self.delay(attempt, last))
         if isinstance(last, o.APIConnectionError) and not isinstance(last, o.APITimeoutError):

@@ -650,7 +650,7 @@ def test_llm_cache_torn_line_stale_answer_and_model_in_key(mv_file, tmp_path, mo
 def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_file, tmp_path):
     out = tmp_path / "rot.json"
     cache = Path(f"{out}.cache.jsonl")
-    with StubServer(api_key=KEY, latency=0.1) as stub:
+    with StubServer(api_key=KEY, latency=0.1, hang=5.0) as stub:
         stub.inject("ok", "ok", "ok", *["timeout"] * 100)    # three answers, then it hangs: the run cannot end first
         child = subprocess.Popen([sys.executable, str(ROOT / "llm_based_query.py"), "--anno-file", mv_file,
                                   "--prompt-function", "create_rotation_prompt", "--output-file", out, "--backend",

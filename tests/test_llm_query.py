@@ -307,3 +307,25 @@ def test_distance_qa_against_the_exact_geometry(mv_file, scenes_dir, tmp_path):
     if near[0][1] < near[-1][1]:
         wrong = f"Q: Which is closer?\nA: {near[-1][0]} is closer to the camera than {near[0][0]}."
         assert "contradicts" in check_reply(request, wrong)[0]
+
+
+def test_a_swallowed_cancellation_still_stops_a_request():
+    import asyncio
+
+    from spacesgg.backends import _stop_if_cancelled
+
+    async def swallowing():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            pass                                  # what asyncio.wait_for can do on Python 3.11
+        _stop_if_cancelled()
+        return "went on"
+
+    async def main():
+        task = asyncio.create_task(swallowing())
+        await asyncio.sleep(0)
+        task.cancel()
+        return await asyncio.gather(task, return_exceptions=True)
+
+    assert isinstance(asyncio.run(main())[0], asyncio.CancelledError)
