@@ -647,6 +647,12 @@ def test_llm_cache_torn_line_stale_answer_and_model_in_key(mv_file, tmp_path, mo
     _no_key(tmp_path)
 
 
+def _default_sigint():
+    """A run started in the background by a shell inherits SIGINT ignored (and Python then keeps it ignored);
+    the child gets Ctrl-C as a terminal user's process does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_file, tmp_path):
     out = tmp_path / "rot.json"
     cache = Path(f"{out}.cache.jsonl")
@@ -656,7 +662,7 @@ def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_file, tmp_path):
                                   "--prompt-function", "create_rotation_prompt", "--output-file", out, "--backend",
                                   "openai", "--base-url", stub.url, "--concurrency", "2"],
                                  env=dict(os.environ, OPENAI_API_KEY=KEY), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
+                                 stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
         _wait(lambda: cache.exists() and len(cache.read_text().splitlines()) >= 3)
         child.send_signal(signal.SIGINT)
         code = child.wait(timeout=60)
