@@ -50,6 +50,7 @@ class Tally:
         self.start = time.perf_counter()
         self.done = self.skipped = self.failed = 0
         self.counts = Counter()              # a stage's own tallies (objects left out, images not found, ...)
+        self.warnings = Counter()            # kind -> items warned about (each reported once, on its own line)
 
     def fail(self, message, error=None):
         """Count and report one failure; `error` (an exception) gives the traceback under --debug."""
@@ -61,11 +62,18 @@ class Tally:
     def fail_record(self, name, error):
         self.fail(describe(name, error), error)
 
+    def warn(self, kind, message):
+        """One `warning:` line for one item, counted under `kind` in the summary line."""
+        self.warnings[kind] += 1
+        report(f"warning: {message}")
+
     def summary(self, extra=""):
         seconds = time.perf_counter() - self.start
         line = f"{self.stage}: {self.done} done, {self.skipped} skipped, {self.failed} failed"
         if extra:
             line += f", {extra}"
+        if self.warnings:
+            line += ", warnings: " + ", ".join(f"{n} {kind}" for kind, n in sorted(self.warnings.items()))
         print(f"{line} in {seconds:.1f}s", flush=True)
 
     @property

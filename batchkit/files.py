@@ -146,6 +146,13 @@ def check_name(name, what="name"):
     return name
 
 
+def check_input_dir(path, flag):
+    """An input folder that must exist: a fatal input (one line, exit 2) before any record is touched."""
+    if path is not None and not Path(path).is_dir():
+        raise UserError(f"{flag} {path}: folder not found" + ("; it is a file" if Path(path).exists() else ""))
+    return path
+
+
 def check_output_file(path, flag="--output-file"):
     """An output file argument that is a folder is refused before any work is done."""
     if Path(path).is_dir():

@@ -7,14 +7,16 @@ estimated at the model's input size and brought back to its own resolution by
 the processor's own post-processing (target sizes). Images are batched by
 size, so a batch needs no padding and equals one-by-one runs.
 
-Resume: DATASET/depth_maps/depth_settings.json records the model, snapshot,
-scale factor, max depth and dtype before any depth map is written; an image is
-skipped when its depth map is newer than the image and than that record (and,
-for a model that estimates the focal length, DATASET/intrinsics.json holds
-its entry). Depth Pro estimates the focal length: fx = fy = f, principal
-point at the image centre, written to DATASET/intrinsics.json, which d2p and
-stage 1.3 prefer to K.txt and --fov. A model without it leaves that file as it
-is (it may hold a real camera's intrinsics) and says so when it exists.
+Resume: every depth map records in its PNG what it was made from (the image
+file's digest, the model, snapshot, scale factor, max depth and dtype, and the
+focal length the model estimated); a rerun skips an image only when that record
+equals today's, and puts an estimated focal length back into intrinsics.json
+from it when the entry is missing or differs. DATASET/depth_maps/depth_settings.json
+records the run's settings for the stages after (where the depth came from).
+Depth Pro estimates the focal length: fx = fy = f, principal point at the
+image centre, written to DATASET/intrinsics.json, which d2p and stage 1.3
+prefer to K.txt and --fov. A model without it leaves that file as it is (it
+may hold a real camera's intrinsics) and says so when it exists.
 """
 
 import time
@@ -22,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from batchkit.batch import Tally, report
@@ -30,7 +31,7 @@ from batchkit.errors import UserError
 from batchkit.files import read_json, record_settings, write_json
 from batchkit.shards import in_shard, shard_path
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, IMAGE_EXTENSIONS, list_by_stem
-from spacesgg.io import read_rgb, write_png
+from spacesgg.io import file_digest, image_header, png_provenance, read_photo, warn_photo, write_png
 
 from .models import DEPTH_FAMILIES, DEPTH_MODELS, load, resolve
 
@@ -72,7 +73,7 @@ class DepthEstimator:
         """(depths, focals) for uint8 RGB images of one size: float32 H x W metres each, and f in pixels or None."""
         import torch
         height, width = images[0].shape[:2]
-        inputs = self.processor(images=list(images), return_tensors="pt")
+        inputs = self.processor(images=list(images), return_tensors="pt", input_data_format="channels_last")
         inputs = {k: v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device)
                   for k, v in inputs.items()}
         with torch.inference_mode():
@@ -94,9 +95,11 @@ def to_png_values(depth, scale_factor, max_depth):
     return values, int(depth.size - valid.sum())
 
 
-def image_size(path):
-    with Image.open(path) as im:
-        return im.size
+MIN_SIDE = 2                  # pixels: a thinner image has no depth to speak of and breaks the processors' resizing
+
+
+def _intrinsics_entry(focal, width, height):
+    return [focal, focal, (width - 1) / 2.0, (height - 1) / 2.0]
 
 
 def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max_depth=DEFAULT_MAX_DEPTH,
@@ -118,40 +121,51 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
     settings = {"model": choice.name, "snapshot": choice.source, "scale_factor": scale_factor, "max_depth": max_depth,
                 "dtype": estimator.dtype_name}
     out.mkdir(parents=True, exist_ok=True)
-    since = record_settings(shard_path(out / "depth_settings.json", shard), settings)
+    record_settings(shard_path(out / "depth_settings.json", shard), settings)
     intrinsics_file = shard_path(dataset / "intrinsics.json", shard)   # d2p reads intrinsics.json and its shards
     intrinsics = read_json(intrinsics_file, "intrinsics file") if intrinsics_file.is_file() else {}
     if not isinstance(intrinsics, dict):
         raise UserError(f"{intrinsics_file}: expected {{stem: [fx, fy, cx, cy]}}")
 
-    def done(stem, path):
-        target = out / f"{stem}.png"
-        try:
-            fresh = target.stat().st_mtime >= max(path.stat().st_mtime, since)
-        except FileNotFoundError:
-            return False
-        return fresh and (stem in intrinsics or not estimator.focal)
-
     tally = Tally("estimate_depth")
-    todo = {stem: path for stem, path in images.items() if overwrite or not done(stem, path)}
-    tally.skipped = len(images) - len(todo)
-    groups = defaultdict(list)
-    for stem, path in todo.items():
+    todo, groups, changed = {}, defaultdict(list), False
+    for stem, path in images.items():
         try:
-            groups[image_size(path)].append(stem)
+            (width, height), problems = image_header(path)
+            made_from = dict(settings, image=file_digest(path))
         except Exception as e:  # one unreadable image costs one image
             tally.fail_record(path, e)
+            continue
+        stored = png_provenance(out / f"{stem}.png")
+        if not overwrite and isinstance(stored, dict) and stored.get("made_from") == made_from:
+            focal = stored.get("focal")
+            if estimator.focal and isinstance(focal, (int, float)) and intrinsics.get(stem) != _intrinsics_entry(focal, width, height):
+                intrinsics[stem] = _intrinsics_entry(focal, width, height)      # put back from the depth map's record
+                changed = True
+            if not estimator.focal or isinstance(focal, (int, float)):
+                tally.skipped += 1
+                continue
+        if min(width, height) < MIN_SIDE:
+            tally.fail(f"{path}: {width}x{height} pixels is too small for depth estimation (at least {MIN_SIDE} on each side)")
+            continue
+        tally.counts["redone"] += stored is not None and not overwrite
+        todo[stem] = made_from
+        groups[(width, height)].append(stem)
     print(f"estimate_depth: {len(images)} images, {choice.name} ({choice.source}) on {estimator.device} "
-          f"{estimator.dtype_name}, batch {batch_size}, {tally.skipped} already done", flush=True)
-    invalid, changed, last_flush = 0, False, time.monotonic()
+          f"{estimator.dtype_name}, batch {batch_size}, {tally.skipped} already done"
+          + (f", {tally.counts['redone']} made from another image file or settings: redone" if tally.counts["redone"] else ""),
+          flush=True)
+    invalid, last_flush = 0, time.monotonic()
     try:
-        with tqdm(total=sum(len(g) for g in groups.values()), desc="depth", unit="img") as bar:
+        with tqdm(total=len(todo), desc="depth", unit="img") as bar:
             for stems in groups.values():
                 for start in range(0, len(stems), batch_size):
                     batch = []
                     for stem in stems[start:start + batch_size]:
                         try:
-                            batch.append((stem, read_rgb(images[stem])))
+                            rgb, problems = read_photo(images[stem])
+                            warn_photo(tally, images[stem], problems)
+                            batch.append((stem, rgb))
                         except Exception as e:  # an unreadable image costs that image
                             tally.fail_record(images[stem], e)
                             bar.update()
@@ -160,17 +174,19 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
                     try:
                         depths, focals = estimator.predict([rgb for _, rgb in batch])
                     except Exception as e:  # a failed batch costs its images
-                        for stem, _ in batch:
-                            tally.fail_record(images[stem], e)
+                        for stem, rgb in batch:
+                            tally.fail(f"{images[stem]}: the depth model failed on this {rgb.shape[1]}x{rgb.shape[0]} "
+                                       f"image ({type(e).__name__}: {' '.join(str(e).split())[:200]})", e)
                         bar.update(len(batch))
                         continue
                     for (stem, rgb), depth, focal in zip(batch, depths, focals):
                         values, bad = to_png_values(depth, scale_factor, max_depth)
-                        write_png(out / f"{stem}.png", values)
-                        invalid += bad
                         h, w = rgb.shape[:2]
-                        if focal is not None and np.isfinite(focal) and focal > 0:
-                            intrinsics[stem] = [focal, focal, (w - 1) / 2.0, (h - 1) / 2.0]
+                        focal = focal if focal is not None and np.isfinite(focal) and focal > 0 else None
+                        write_png(out / f"{stem}.png", values, provenance={"made_from": todo[stem], "focal": focal})
+                        invalid += bad
+                        if focal is not None:
+                            intrinsics[stem] = _intrinsics_entry(focal, w, h)
                             changed = True
                         tally.done += 1
                         bar.update()

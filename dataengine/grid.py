@@ -202,11 +202,15 @@ def _backgrounds(background, canvas):
 def _background_canvas(background, files, rng, canvas):
     if files is None:
         return np.full((canvas, canvas, 3), 255 if background == "white" else 0, np.uint8)
-    with Image.open(files[rng.integers(len(files))]) as im:
-        im = im.convert("RGB")
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        return np.asarray(im.crop((left, top, left + side, top + side)).resize((canvas, canvas), Image.BILINEAR)).copy()
+    path = files[rng.integers(len(files))]
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except Exception as e:  # a corrupt file in the user's folder: name it
+        raise UserError(f"--background: {path} cannot be read ({e}); remove or replace it") from None
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    return np.asarray(im.crop((left, top, left + side, top + side)).resize((canvas, canvas), Image.BILINEAR)).copy()
 
 
 def _vary(render, rng, cell):

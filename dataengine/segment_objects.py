@@ -2,11 +2,14 @@
 
     python dataengine/segment_objects.py --dataset-path data/my_photos --input-file data/my_photos/annotations.json --output-file data/my_photos/annotations.masks.json --model sam-vit-base
 
-All boxes of an image go to the model in one prompt batch; the best-scoring
-candidate mask of each box is written as MASK_DIR/{stem}_{id}.png (default
-DATASET/masks) and named in the output annotation file, with "mask_score".
-Images are found at their annotation key (or --dataset-base/--data-prefix),
-else in DATASET/images/. A rerun reuses the masks made with the same settings.
+All boxes of an image go to the model in one prompt batch; one mask per box
+(as SAM's reference predictor gives for a box, or with --multimask-output the
+best of three candidates) is written as MASK_DIR/{stem}_{id}.png (default
+DATASET/masks) and named in the output annotation file, with "mask_score" and
+"mask_from" (the box, image digest and model it was made from). Images are
+found at their annotation key (or --dataset-base/--data-prefix), else in
+DATASET/images/. A rerun reuses a mask only when it was made from today's
+box, image and model; any other mask of ours is made again.
 """
 
 import sys
@@ -27,7 +30,10 @@ def build_parser():
     p.add_argument("--output-file", required=True, help="annotation JSON to write, every object with a mask")
     p.add_argument("--model", required=True, help=f"alias ({', '.join(SEG_MODELS)}) or a local model folder")
     p.add_argument("--mask-dir", default=None, help="where the masks go (default DATASET/masks)")
-    p.add_argument("--overwrite", action="store_true", help="make masks for objects that already have one too")
+    p.add_argument("--overwrite", action="store_true", help="make masks for every object, also those given with the data and current ones")
+    p.add_argument("--multimask-output", action="store_true",
+                   help="ask for three candidate masks per box and keep the best by the model's IoU estimate (default: one "
+                        "mask per box, as SAM's predictor for unambiguous box prompts)")
     add_device_args(p)
     add_path_rewrite_args(p)
     add_shard_arg(p)
@@ -36,7 +42,8 @@ def build_parser():
 
 def main(args):
     return segment_annotations(args.dataset_path, args.input_file, args.output_file, args.model, args.mask_dir,
-                               args.overwrite, args.device, args.dtype, args.dataset_base, args.data_prefix, args.shard)
+                               args.overwrite, args.device, args.dtype, args.dataset_base, args.data_prefix, args.shard,
+                               args.multimask_output)
 
 
 if __name__ == "__main__":

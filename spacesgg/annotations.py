@@ -166,7 +166,15 @@ def erode(mask, pixels):
 
 
 def load_object_mask(key, oid, obj, mask_dir, shape, mask_erode=0):
-    """The object's boolean mask (a file name inside mask_dir), checked against the image shape, eroded."""
+    """The object's boolean mask (a file name inside mask_dir), checked against the image shape, eroded.
+
+    A mask that segment_objects.py made for another box ("mask_from" names the box it was made from) is refused:
+    it would put the depth of the old box's object under the new box.
+    """
+    made_from = obj.get("mask_from")
+    if isinstance(made_from, dict) and "box" in made_from and made_from["box"] != list(obj.get("box") or []):
+        raise RecordError(f"{key}: object {oid}: mask {obj['mask']} was made for box {made_from['box']}, not for "
+                          f"{obj.get('box')}; rerun dataengine/segment_objects.py to make it for this box")
     try:
         mask = read_mask(inside(mask_dir, obj["mask"], "mask"), shape)
     except RecordError as e:

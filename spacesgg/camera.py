@@ -10,6 +10,8 @@ that estimates its focal length), DATASET/K.txt (one matrix for all), and
 --fov (horizontal, from the image's own width, principal point at its centre).
 """
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,21 +97,32 @@ class DatasetCameras:
         return self.fixed(stem) or Intrinsics.from_fov(width, height, self.fov)
 
     def fixed(self, stem):
-        """The image's Intrinsics from intrinsics.json or K.txt, or None when they follow from --fov and its size."""
+        """The image's Intrinsics from intrinsics.json or K.txt, or None when they follow from --fov and its size.
+
+        An intrinsics.json entry must be a list of 4 finite numbers (not strings or booleans) with fx, fy > 0; a bad
+        one costs its image (a RecordError), never the run.
+        """
         if stem in self.per_image:
             values = self.per_image[stem]
-            try:
-                fx, fy, cx, cy = (float(v) for v in values)
-            except (TypeError, ValueError):
-                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} is not [fx, fy, cx, cy]") from None
+            numbers = isinstance(values, list) and len(values) == 4 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            if not numbers:
+                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} is not a list of 4 numbers "
+                                  "[fx, fy, cx, cy]; fix it or delete the entry (then K.txt or --fov apply)")
+            fx, fy, cx, cy = (float(v) for v in values)
             if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
-                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} needs finite numbers and fx, fy > 0")
+                raise RecordError(f"{stem}: {self.per_image_path} entry {values!r} needs finite numbers and fx, fy > 0; "
+                                  "fix it or delete the entry (then K.txt or --fov apply)")
             return Intrinsics(fx, fy, cx, cy)
         return self.shared
 
     def settings(self):
-        """What the intrinsics depend on, for a stage's recorded settings."""
-        return {"intrinsics.json": self.per_image or None,
+        """What the intrinsics depend on, for a stage's recorded settings (a digest of the per-image entries)."""
+        per_image = None
+        if self.per_image:
+            text = json.dumps(self.per_image, sort_keys=True, ensure_ascii=True, default=str)    # NaN stays text here
+            per_image = hashlib.sha1(text.encode("ascii")).hexdigest()
+        return {"intrinsics.json": per_image,
                 "K": None if self.shared is None else list(self.shared.matrix().ravel()),
                 "fov": self.fov}
 

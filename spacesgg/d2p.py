@@ -22,7 +22,7 @@ from batchkit.shards import in_shard, shard_path
 from batchkit.workers import pool_map
 
 from .camera import DEFAULT_FOV_DEG, INTRINSICS_SOURCES, DatasetCameras, Intrinsics, backproject, load_poses, transform_points
-from .io import read_depth, read_rgb
+from .io import read_depth, read_photo, warn_photo
 from .ply import write_ply
 
 DEFAULT_SCALE_FACTOR = 5000.0
@@ -56,9 +56,9 @@ def list_by_stem(folder, extensions):
 
 
 def convert_one(job):
-    """Convert one image; returns the number of valid points."""
+    """Convert one image; returns (the number of valid points, the photo's problems for LLaVA's loader)."""
     depth = read_depth(job.depth, job.scale_factor)
-    rgb = read_rgb(job.image)
+    rgb, problems = read_photo(job.image)
     if rgb.shape[:2] != depth.shape:
         raise RecordError(
             f"{job.stem}: image {job.image.name} is {rgb.shape[1]}x{rgb.shape[0]} but depth {job.depth.name} is "
@@ -73,7 +73,7 @@ def convert_one(job):
         write_ply(job.ply, xyz, rgb.reshape(-1, 3).take(valid, axis=0))
     if job.npy:
         write_npy(job.npy, points)
-    return len(valid)
+    return len(valid), problems
 
 
 def _is_fresh(job, since):
@@ -90,12 +90,12 @@ def _digest(path):
 
 
 def _run(job):
-    """(stem, points, error line or None, traceback or None): any exception is this image's error."""
+    """(stem, points, photo problems, error line or None, traceback or None): any exception is this image's error."""
     try:
-        return job.stem, convert_one(job), None, None
+        return job.stem, *convert_one(job), None, None
     except Exception as e:  # one bad image costs one image
         trace = traceback_text(e) if DEBUG["on"] and not isinstance(e, RecordError) else None
-        return job.stem, 0, describe(job.stem, e), trace
+        return job.stem, 0, [], describe(job.stem, e), trace
 
 
 def check_settings(scale_factor, fov, max_depth):
@@ -136,7 +136,12 @@ def plan_jobs(tally, dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir
     if world_coordinates:
         poses = dict(zip(sorted(images), load_poses(dataset / "poses.txt", len(images))))
     out = Path(output_dir) if output_dir else dataset / "point_clouds"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output-dir {out} is a file; give a folder for the point clouds")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--output-dir {out}: cannot make the folder ({e.strerror})") from None
     jobs = []
     for stem in sorted(set(images) | set(depths)):
         if not in_shard(stem, shard):
@@ -178,7 +183,8 @@ def convert_dataset(dataset_path, scale_factor=DEFAULT_SCALE_FACTOR, output_dir=
     points = 0
     chunksize = max(1, len(todo) // (max(workers, 1) * 8))
     with tqdm(total=len(todo), desc="d2p", unit="img") as bar:
-        for _stem, n, error, trace in pool_map(_run, todo, workers, chunksize):
+        for job, (_stem, n, problems, error, trace) in zip(todo, pool_map(_run, todo, workers, chunksize)):
+            warn_photo(tally, job.image, problems)
             if error:
                 if trace:
                     report(trace.rstrip())

@@ -12,7 +12,12 @@ Formats:
                 paths that exist), the <image> token dropped
   parquet       one row per record: id, image, conversations (list of {from, value}), prompt_function, backend,
                 model; loads with datasets' load_dataset("parquet", data_files=...)
-A record that cannot be converted (an image not found for openai-jsonl) costs that record: one error line.
+Every record is checked first, and one that cannot be trained on costs that record (one error line, exit 1):
+its image not found (relative paths are joined to --image-root, LLaVA's --image_folder; an absolute path must
+lie under it), a conversation that is not human/gpt turns in pairs, or an empty answer. Image paths are
+written relative to --image-root. openai-jsonl embeds the stored pixel frame, as LLaVA's loader reads it:
+a photo with an EXIF orientation is re-encoded as PNG without it (API servers would rotate it). Outputs are
+written whole or not at all; with no record left nothing is written.
 """
 
 import base64
@@ -20,10 +25,11 @@ import mimetypes
 import sys
 from pathlib import Path
 
-from batchkit.batch import Tally
+from batchkit.batch import Tally, report
 from batchkit.cli import make_parser, run_cli
 from batchkit.errors import RecordError, UserError
 from batchkit.files import atomic_path, check_output_file, dumps, read_json, write_json
+from spacesgg.io import image_header, stored_frame_png, warn_photo
 
 FORMATS = ("llava", "sharegpt", "openai-jsonl", "parquet")
 IMAGE_TOKEN = "<image>"
@@ -45,22 +51,50 @@ def load_records(files):
 
 
 def image_file(record, image_root):
-    path = Path(image_root) / record["image"] if image_root else Path(record["image"])
+    """The record's image file: its path joined to the image root (an absolute one must lie under the root)."""
+    image = record.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise RecordError(f"{record.get('id')}: no \"image\" path")
+    path = Path(image)
+    if image_root and path.is_absolute():
+        try:
+            path.resolve().relative_to(Path(image_root).resolve())
+        except ValueError:
+            raise RecordError(f"{record.get('id')}: image {path} is not under --image-root {image_root}") from None
+    elif image_root:
+        path = Path(image_root) / path
     if not path.is_file():
-        raise RecordError(f"{record.get('id')}: image {path} not found; pass --image-root (LLaVA's --image_folder)")
+        raise RecordError(f"{record.get('id')}: image {path} not found" + ("" if image_root else
+                          "; pass --image-root (LLaVA's --image_folder) for relative paths"))
     return path
 
 
-def sharegpt(record, image_root=None):
+def checked(record, image_root):
+    """The record with its image path relative to the image root, after checking it can be trained on."""
+    turns = record["conversations"]
+    if not turns or len(turns) % 2:
+        raise RecordError(f"{record.get('id')}: {len(turns)} conversation turns; LLaVA needs human/gpt pairs")
+    for k, turn in enumerate(turns):
+        role = "human" if k % 2 == 0 else "gpt"
+        if not (isinstance(turn, dict) and turn.get("from") == role and isinstance(turn.get("value"), str)):
+            raise RecordError(f"{record.get('id')}: turn {k} is not a {role} turn {{\"from\": \"{role}\", \"value\": text}}")
+        if role == "gpt" and not turn["value"].strip():
+            raise RecordError(f"{record.get('id')}: answer {k // 2 + 1} is empty")
+    path = image_file(record, image_root)
+    image = path.resolve().relative_to(Path(image_root).resolve()).as_posix() if image_root else record["image"]
+    return dict(record, image=image), path
+
+
+def sharegpt(record, path, image_root=None):
     image = str(Path(image_root) / record["image"]) if image_root else record["image"]
     return {"id": record["id"], "conversations": [{"from": t["from"], "value": t["value"]} for t in record["conversations"]],
             "images": [image]}
 
 
-def openai_chat(record, image_root=None):
-    path = image_file(record, image_root)
-    mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    url = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+def openai_chat(record, path, image_root=None):
+    data = stored_frame_png(path)                   # None: the file's own bytes are already the stored frame
+    mime = "image/png" if data is not None else mimetypes.guess_type(path.name)[0] or "image/png"
+    url = f"data:{mime};base64,{base64.b64encode(data if data is not None else path.read_bytes()).decode('ascii')}"
     messages = []
     for k, turn in enumerate(record["conversations"]):
         text = turn["value"].replace(IMAGE_TOKEN, "").strip()
@@ -95,13 +129,20 @@ def export(files, fmt, output, image_root=None):
     records = load_records(files)
     tally = Tally(f"export {fmt}")
     converted = []
-    convert = {"llava": lambda r, root: r, "sharegpt": sharegpt, "openai-jsonl": openai_chat, "parquet": lambda r, root: r}[fmt]
+    convert = {"llava": lambda r, path, root: r, "sharegpt": sharegpt, "openai-jsonl": openai_chat,
+               "parquet": lambda r, path, root: r}[fmt]
     for record in records:
         try:
-            converted.append(convert(record, image_root))
+            record, path = checked(record, image_root)
+            warn_photo(tally, path, image_header(path)[1])
+            converted.append(convert(record, path, image_root))
             tally.done += 1
         except Exception as e:  # one bad record costs one record
             tally.fail_record(record.get("id", "?"), e)
+    if not converted:
+        report(f"error: no record left to export; {output} not written")
+        tally.summary(f"0 records from {len(files)} files")
+        return 1
     if fmt == "parquet":
         write_parquet(output, converted)
     elif fmt == "openai-jsonl":

@@ -2,12 +2,11 @@
 
 
 import numpy as np
-from PIL import Image
 
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError
-from batchkit.files import check_output_file, inside, json_problem, write_json
-from batchkit.shards import in_shard, shard_path
+from batchkit.files import check_input_dir, check_output_file, inside, json_problem, write_json
+from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
 from .annotations import (
     check_box,
@@ -21,21 +20,23 @@ from .annotations import (
     unknown_relation_ids,
 )
 from .d2p import DEFAULT_SCALE_FACTOR
-from .io import read_depth
+from .io import image_header, read_depth, warn_photo
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
 
 
 def check_image_size(key, image_path, shape, tally=None):
-    """If the image is found locally, its size must match the depth map; else it is counted as unchecked."""
+    """If the image is found locally, its size must match the depth map (and what LLaVA's loader would get wrong
+    about it is warned about); else it is counted as unchecked."""
     if not image_path.is_file():
         if tally is not None:
             tally.counts["unchecked"] += 1
         return
     try:
-        with Image.open(image_path) as im:
-            width, height = im.size
-    except (OSError, ValueError) as e:
-        raise RecordError(f"{key}: cannot read image {image_path} ({e})") from None
+        (width, height), problems = image_header(image_path)
+    except RecordError as e:
+        raise RecordError(f"{key}: {e}") from None
+    if tally is not None:
+        warn_photo(tally, image_path, problems)
     if (height, width) != shape:
         raise RecordError(f"{key}: image {image_path} is {width}x{height} but its depth map is {shape[1]}x{shape[0]}")
 
@@ -102,9 +103,15 @@ def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=
     """Run stage 1.2 over an annotation file; returns the exit code."""
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
+    check_input_dir(depth_dir, "--depth-dir")
+    check_input_dir(mask_dir, "--mask-dir")
     records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
                if in_shard(k, shard)}
     output_file = shard_path(output_file, shard)
+    record_shard_settings(output_file, shard, {
+        "stage": "layers_aggregation", "input": input_name(input_file), "scale_factor": scale_factor,
+        "layer_gap": layer_gap, "layer_gap_rel": layer_gap_rel, "mask_erode": mask_erode,
+        "dataset_base": dataset_base, "data_prefix": data_prefix})
     tally = Tally("layers_aggregation")
     out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,
                                                          data_prefix, layer_gap, layer_gap_rel, mask_erode),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from batchkit.batch import DEBUG, describe, report, traceback_text
 from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import check_output_file, dumps, write_json
-from batchkit.shards import in_shard, shard_path
+from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
 from .annotations import check_key, check_rewrite_flags, load_annotations, rewrite_path
 from .backends import BACKENDS, LLMSettings, RequestFailed, ServerUnreachable
@@ -189,6 +189,11 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
         raise UserError(f"--image-root {image_root}: folder not found")
     stats = Stats()
     options = {k: v for k, v in (("pairs_per_view", pairs_per_view), ("max_qa_pairs", max_qa_pairs)) if v is not None}
+    record_shard_settings(output_file, shard, {
+        "stage": "llm_based_query", "input": input_name(anno_file), "prompt_function": name, "backend": backend,
+        "model": "template" if backend == "template" else settings.model, "temperature": settings.temperature,
+        "seed": seed, "box_norm": box_norm, "limit": limit, "dry_run": dry_run, "image_root": image_root,
+        "dataset_base": dataset_base, "data_prefix": data_prefix, "max_reply_chars": max_reply_chars, **options})
     records = {k: r for k, r in load_annotations(anno_file, allow_empty=shard is not None).items()
                if in_shard(k, shard)}
     requests = build_requests(records, name, stats, box_norm=box_norm, seed=seed, **options)

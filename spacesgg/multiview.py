@@ -18,8 +18,8 @@ import numpy as np
 
 from batchkit.batch import Tally, map_records, report
 from batchkit.errors import RecordError, Skipped, UserError
-from batchkit.files import check_output_file, inside, write_json
-from batchkit.shards import in_shard, shard_path
+from batchkit.files import check_input_dir, check_output_file, inside, write_json
+from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
 from .annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
 from .camera import DEFAULT_FOV_DEG, DatasetCameras, backproject
@@ -173,9 +173,14 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
     source = PointMaps(point_cloud_dir) if point_cloud_dir else DepthPoints(depth_dir, camera_dir, scale_factor, fov, max_depth)
     check_rewrite_flags(dataset_base, data_prefix)
     check_output_file(output_file)
+    check_input_dir(mask_dir, "--mask-dir")
     records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
                if in_shard(k, shard)}
     output_file = shard_path(output_file, shard)
+    record_shard_settings(output_file, shard, {
+        "stage": "multiview_layers", "input": input_name(input_file), "points": "npy" if point_cloud_dir else "depth",
+        "scale_factor": scale_factor, "fov": fov, "max_depth": max_depth, "mask_erode": mask_erode,
+        "dataset_base": dataset_base, "data_prefix": data_prefix, **rules})
     tally = Tally("multiview_layers")
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
     out = map_records(records, lambda k, r: multiview_record(k, r, source, mask_dir, tally, dataset_base,

@@ -136,7 +136,8 @@ class Extractor:
         out = sorted({k % n for k in layers if -n <= k < n})
         bad = [k for k in layers if not -n <= k < n]
         if bad or not out:
-            raise UserError(f"--layers {bad or layers} out of range: {self.choice.name} has hidden states 0..{n - 1}")
+            shown = ", ".join(map(str, (bad or layers)[:6])) + (" ..." if len(bad or layers) > 6 else "")
+            raise UserError(f"--layers {shown} out of range: {self.choice.name} has hidden states 0..{n - 1}")
         return out
 
     def prompt(self, query, with_image=True):

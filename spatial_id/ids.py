@@ -123,7 +123,9 @@ def made_with(path, source, dtype, layers, folders, queries=None, template=QUERY
         return False
     if meta.get("query") != (queries_of(folders, template) if queries is None else queries):
         return False
-    return made == list(range(len(made))) if layers == ALL_LAYERS else made == list(layers)
+    if layers == ALL_LAYERS:
+        return meta.get("layers_requested") == ALL_LAYERS and made == list(range(len(made)))
+    return made == list(layers)
 
 
 def pending_pairs(image_dir, output_dir, name, source, dtype, layers, template=QUERY, shard=None):
@@ -186,11 +188,12 @@ def pair_ids(vectors, cells, refs):
     return ids, [list(c) for c in order]
 
 
-def file_meta(extractor, folders, query, target, subtokens, design="random"):
-    """An ID file's meta; `design` says how its pairs' images were made (random or references=all)."""
+def file_meta(extractor, folders, query, target, subtokens, layers, design="random"):
+    """An ID file's meta; `design` says how its pairs' images were made (random or references=all); `layers` is
+    what --layers asked for (None: all), so that a file of some layers is never reused for all of them."""
     return {"model": extractor.choice.name, "model_path": extractor.choice.source, "query": query, "target": target,
             "subtokens": subtokens, "dtype": extractor.dtype_name, "pairs": [Path(f).name for f in folders],
-            "images": images_of(folders), "design": design}
+            "images": images_of(folders), "design": design, "layers_requested": ALL_LAYERS if layers is None else "listed"}
 
 
 def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per_pair=False, query_template=QUERY,
@@ -225,7 +228,7 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
         if per_pair:
             save_pt(done_file, {
                 "meta": file_meta(extractor, [folder], {word: meta["query"]}, {word: word}, {word: meta["subtokens"]},
-                                  meta["design"]),
+                                  layers, meta["design"]),
                 "layers": layer_ids, "cells": cells, "ids": {word: vectors}})
         else:
             if word in ids:
@@ -241,7 +244,7 @@ def compute_ids(extractor, image_dir, output_dir, layers=None, batch_size=8, per
         ids[UNIVERSAL] = torch.stack(list(ids.values())).mean(dim=0)
         meta = file_meta(extractor, pairs, {m["target"]: m["query"] for m in metas},
                          {m["target"]: m["target"] for m in metas}, {m["target"]: m["subtokens"] for m in metas},
-                         "+".join(sorted({m["design"] for m in metas})))
+                         layers, "+".join(sorted({m["design"] for m in metas})))
         save_pt(out / f"{name}.pt", {"meta": meta, "layers": layer_ids, "cells": cells_all, "ids": ids})
     tally.summary(f"output in {out}")
     return tally.exit_code
@@ -339,7 +342,7 @@ def text_embeddings(extractor, image_dir, output_dir, words=TEXT_WORDS, layers=N
         target = extractor.target_position(text, query, word)
         embeds[word] = extractor.hidden([text], None, target, layer_ids)[:, 0]
         subtokens[word] = target.subtokens
-    meta = file_meta(extractor, [first], {w: query for w in words}, {w: w for w in words}, subtokens)
+    meta = file_meta(extractor, [first], {w: query for w in words}, {w: w for w in words}, subtokens, layers)
     meta["image_layers"] = [extractor.image_index(k) for k in layer_ids]   # the same depth in an image forward
     out = Path(output_dir) / f"{extractor.choice.name}_text.pt"
     save_pt(out, {"meta": meta, "layers": layer_ids, "embeds": embeds})

@@ -106,6 +106,9 @@ def resolve_device(device):
     return device
 
 
+MAX_LAYER_INDEX = 1000          # no VLM has this many hidden states; a larger index is a typo, refused before loading
+
+
 def parse_layers(text):
     """'all' or a comma list of indices and ranges ('0,4,8-12', negatives count from the end) -> None or [ints]."""
     if text is None or text == "all":
@@ -115,10 +118,16 @@ def parse_layers(text):
         for part in text.split(","):
             part = part.strip()
             if "-" in part[1:]:
-                lo, hi = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                out.extend(range(int(lo), int(hi) + 1))
+                lo, hi = int(part[0] + part[1:].split("-", 1)[0]), int(part[1:].split("-", 1)[1])
+                if hi < lo:
+                    raise UserError(f"--layers {text!r}: range {part} runs backwards; write it low-high, e.g. {hi}-{lo}")
+                values = [lo, hi]
             else:
-                out.append(int(part))
+                values = [int(part)]
+            if max(abs(v) for v in values) > MAX_LAYER_INDEX:
+                raise UserError(f"--layers {text!r}: index {max(values, key=abs)} is beyond any model's depth; "
+                                "give hidden-state indices like 0,8,16-20 (or all)")
+            out.extend(range(values[0], values[-1] + 1))
     except ValueError:
         raise UserError(f"--layers {text!r}: write 'all' or indices and ranges like 0,4,8-12") from None
     return out

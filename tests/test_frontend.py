@@ -210,20 +210,29 @@ def test_masks_are_the_models_best_per_box_each_box_once(family, tiny_frontend, 
     for oid in ("o0", "o1"):
         mask = np.asarray(Image.open(dataset / "masks" / first[oid]["mask"]))
         assert first[oid]["mask"] == f"p0_{oid}.png" and mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
-    # the model's own best-scoring mask for box o0, computed the plain transformers way
+    # the model's own mask for box o0, computed the plain transformers way: one mask per box prompt, as SAM's
+    # predictor gives for boxes (and with --multimask-output the best of three by the model's IoU estimate)
     import transformers
     model = getattr(transformers, {"sam": "SamModel", "sam_hq": "SamHQModel", "sam2": "Sam2Model"}[family]).from_pretrained(
         tiny_frontend[family]).eval()
     processor = transformers.AutoProcessor.from_pretrained(tiny_frontend[family])
     image = np.asarray(Image.open(dataset / "images" / "p0.png").convert("RGB"))
     inputs = processor(images=[image], input_boxes=[[[5.0, 5.0, 30.0, 30.0]]], return_tensors="pt")
-    with torch.no_grad():
-        outputs = model(**inputs, multimask_output=True)
     extra = [] if family == "sam2" else [inputs["reshaped_input_sizes"]]
-    candidates = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], *extra)[0][0]
-    best = candidates[int(outputs.iou_scores[0, 0].argmax())].numpy()
-    assert np.array_equal(np.asarray(Image.open(dataset / "masks" / "p0_o0.png")) > 0, best)
-    assert first["o0"]["mask_score"] == pytest.approx(float(outputs.iou_scores[0, 0].max()), abs=1e-4)
+    for multimask in (False, True):
+        with torch.no_grad():
+            outputs = model(**inputs, multimask_output=multimask)
+        candidates = processor.post_process_masks(outputs.pred_masks, inputs["original_sizes"], *extra)[0][0]
+        best = candidates[int(outputs.iou_scores[0, 0].argmax())].numpy()
+        if multimask:
+            assert cli(segment_cli, "--dataset-path", dataset, "--input-file", dataset / "a.json", "--output-file",
+                       dataset / "c.json", "--model", tiny_frontend[family], "--device", "cpu", "--mask-dir",
+                       dataset / "multi", "--multimask-output") == 1
+            first = json.loads((dataset / "c.json").read_text())[str(dataset / "images" / "p0.png")]["objects"]
+        mask_dir = dataset / ("multi" if multimask else "masks")
+        assert np.array_equal(np.asarray(Image.open(mask_dir / "p0_o0.png")) > 0, best)
+        assert first["o0"]["mask_score"] == pytest.approx(float(outputs.iou_scores[0, 0].max()), abs=1e-4)
+        assert first["o0"]["mask_from"]["box"] == [5, 5, 30, 30] and first["o0"]["mask_from"]["multimask"] == multimask
     # a rerun reuses the masks made with these settings
     prompted.clear()
     stamp = (dataset / "masks" / "p0_o0.png").stat().st_mtime_ns

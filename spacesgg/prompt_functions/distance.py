@@ -56,8 +56,9 @@ def build(key, record, box_norm="pad", seed=0, max_qa_pairs=DEFAULT_MAX_FACTS, *
         else:
             lines.append(f"- {a} is {f['metres']:.2f} m in {f['quantity']}")
     user = "Measured from the depth (metres, camera at the origin):\n" + "\n".join(lines)
-    cited = sorted({tags[f[k]][1] for f in facts for k in ("a", "b") if f[k]})
-    camera = {tags[oid][0]: _metres(math.hypot(*shaped[oid]["centre"]), 0.1) for oid in shaped}
+    named = sorted({f[k] for f in facts for k in ("a", "b") if f[k]})        # only these may be cited in a reply
+    cited = sorted({tags[oid][1] for oid in named})
+    camera = {tags[oid][0]: _metres(math.hypot(*shaped[oid]["centre"]), 0.1) for oid in named}
     extra = {"depth_source": record.get("depth_source", "sensor"), "facts": facts}
     return [Request(rid, key, "create_distance_prompt", "distance_system.txt", user, "", cited,
                     {"facts": facts, "tags": {oid: tags[oid][0] for oid in shaped}, "camera": camera}, extra)]
