@@ -245,7 +245,8 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
     write_json(f"{output_file}.rejects.json", rejects)
     print(stats.line())
     print(f"wrote {len(out)} records to {output_file}" + (f", {len(rejects)} rejects to {output_file}.rejects.json" if rejects else ""))
-    if not out:
+    nothing = not out and (requests or shard is None)          # an empty shard has nothing to do; that is no failure
+    if nothing:
         report(f"error: no record could be written to {output_file} ({len(requests)} requests"
                f"{', every one rejected or failed' if requests else ''}); see the lines above")
-    return 1 if (stats.failed or stats.bad_records or not out) else 0
+    return 1 if (stats.failed or stats.bad_records or nothing) else 0

@@ -61,6 +61,14 @@ def objects_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_frontend(tmp_path_factory):
+    """Tiny random-weight models of every front-end family, saved by folder (read-only for tests)."""
+    from dataengine.tiny_frontend import BUILDERS, build_tiny
+    root = tmp_path_factory.mktemp("tiny_frontend")
+    return {kind: build_tiny(kind, root / kind) for kind in BUILDERS}
+
+
+@pytest.fixture(scope="session")
 def scenes_dir(tmp_path_factory):
     """Six synthetic scenes with point clouds already made (read-only for tests)."""
     out = write_dataset(tmp_path_factory.mktemp("scenes") / "synthetic", n_scenes=6, seed=0)

@@ -735,3 +735,528 @@ def test_fig5_shuffled_control_and_marker_cosines():
     cos = marker_cosines(text, 1, basis)                                   # centred: +-(3 e0 + 4 e3), |.| = 5
     assert cos["left"] == pytest.approx((0.6, 0.0)) and cos["right"] == pytest.approx((-0.6, 0.0))
     assert marker_cosines(text, 7, basis) is None
+
+
+# ---- Hardening II: the photo path never reuses what was made from something else ------------------------------------
+
+from dataengine import detect_objects as detect_cli  # noqa: E402
+from dataengine import estimate_depth as estimate_depth_cli  # noqa: E402
+from dataengine import import_coco as coco_cli  # noqa: E402
+from dataengine import normalise_photos as normalise_cli  # noqa: E402
+from dataengine import segment_objects as segment_cli  # noqa: E402
+from spacesgg import export as export_cli  # noqa: E402
+from spacesgg import inspect as inspect_cli  # noqa: E402
+from spacesgg import merge as merge_cli  # noqa: E402
+
+
+def _random_photos(root, names=("p0.png", "p1.png")):
+    (root / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(root / "images" / name)
+    return root
+
+
+def test_stale_masks_follow_new_boxes_and_nothing_current_is_redone(tiny_frontend, tmp_path, monkeypatch, capsys):
+    from dataengine.detect import Detector
+    from dataengine.segment import Segmenter
+    dataset = _random_photos(tmp_path / "ds")
+    boxes, masks = dataset / "annotations.json", tmp_path / "masks.json"
+    detect = ("--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding-dino"],
+              "--box-threshold", 0.0, "--text-threshold", 0.0, "--max-objects", 3, "--device", "cpu")
+    segment = ("--dataset-path", dataset, "--input-file", boxes, "--output-file", masks, "--model", tiny_frontend["sam"],
+               "--device", "cpu")
+    prompted, real_masks = [], Segmenter.masks
+
+    def counting(self, image, boxes_):
+        prompted.append([list(map(float, b)) for b in boxes_])
+        return real_masks(self, image, boxes_)
+    monkeypatch.setattr(Segmenter, "masks", counting)
+
+    def check_masks_follow_boxes():
+        records = json.loads(masks.read_text())
+        segmenter = Segmenter.__new__(Segmenter)
+        for key, record in records.items():
+            image = np.asarray(Image.open(key).convert("RGB"))
+            objects = record["objects"]
+            want, _ = real_masks(segmenter_cache, image, [o["box"] for o in objects.values()])
+            for (oid, obj), expected in zip(objects.items(), want):
+                assert obj["mask_from"]["box"] == obj["box"], oid
+                assert np.array_equal(np.asarray(Image.open(dataset / "masks" / obj["mask"])) > 0, expected), (key, oid)
+        return segmenter
+    segmenter_cache = Segmenter(__import__("dataengine.models", fromlist=["x"]).resolve(
+        str(tiny_frontend["sam"]), {}, {"sam": "SamModel"}, "x"), "cpu")
+    assert cli(detect_cli, *detect, "--labels", "chair, lamp") == 0
+    assert cli(segment_cli, *segment) == 0
+    first = json.loads(masks.read_text())
+    check_masks_follow_boxes()
+    # other labels: detection hands the ids o0, o1, ... to other boxes, and every mask follows its new box
+    assert cli(detect_cli, *detect, "--labels", "cup, dog, tv") == 0
+    prompted.clear()
+    assert cli(segment_cli, *segment) == 0
+    second = json.loads(masks.read_text())
+    moved = [(k, o) for k in first for o in first[k]["objects"] if o in second[k]["objects"]
+             and second[k]["objects"][o]["box"] != first[k]["objects"][o]["box"]]
+    assert moved and sum(len(p) for p in prompted) == sum(len(r["objects"]) for r in second.values())
+    check_masks_follow_boxes()
+    # nothing changed: nothing is asked again, neither boxes nor masks
+    calls = []
+    monkeypatch.setattr(Detector, "detect", lambda *a: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    prompted.clear()
+    assert cli(detect_cli, *detect, "--labels", "cup, dog, tv") == 0 and cli(segment_cli, *segment) == 0
+    assert calls == [] and prompted == [] and json.loads(masks.read_text()) == second
+    # a box edited by hand: only that mask is made again; a photo replaced: its boxes and masks are redone
+    records = json.loads(boxes.read_text())
+    key = next(iter(records))
+    oid = next(iter(records[key]["objects"]))
+    records[key]["objects"][oid]["box"] = [1.0, 2.0, 30.0, 40.0]
+    boxes.write_text(json.dumps(records))
+    assert cli(segment_cli, *segment) == 0 and prompted == [[[1.0, 2.0, 30.0, 40.0]]]
+    check_masks_follow_boxes()
+    # stage 1.2 refuses a mask that was made for another box (a box edited after segmentation)
+    records = json.loads(masks.read_text())
+    records[key]["objects"][oid]["box"] = [3.0, 4.0, 20.0, 20.0]
+    masks.write_text(json.dumps(records))
+    (dataset / "depth_maps").mkdir()
+    for name in ("p0", "p1"):
+        Image.fromarray(np.full((48, 64), 5000, np.uint16)).save(dataset / "depth_maps" / f"{name}.png")
+    capsys.readouterr()
+    code = cli(layers_cli, "--input-file", masks, "--depth-dir", dataset / "depth_maps", "--mask-dir", dataset / "masks",
+               "--output-file", tmp_path / "layers.json")
+    errors, _ = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and oid in errors[0] and "was made for box" in errors[0]
+
+
+def _exif_photo(path, orientation=6):
+    """A 64 x 48 JPEG whose EXIF orientation asks viewers to turn it (a phone photo)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[:, :32] = (200, 30, 30)                                 # left half red in the stored frame
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_exif_and_16_bit_photos_are_read_in_the_stored_frame_and_warned_once(tiny_frontend, tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    (dataset / "images").mkdir(parents=True)
+    stored = _exif_photo(dataset / "images" / "phone.jpg")
+    Image.fromarray(np.full((48, 64), 40000, np.uint16)).save(dataset / "images" / "deep.png")
+    boxes, masks = dataset / "annotations.json", tmp_path / "masks.json"
+
+    def warnings_of(module, *args, code=0):
+        capsys.readouterr()
+        assert cli(module, *args) == code
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("warning:") and "images/" in line]
+        assert sorted(("phone.jpg" in line, "deep.png" in line) for line in lines) == [(False, True), (True, False)], err
+        return lines
+    warnings_of(detect_cli, "--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding-dino"],
+                "--labels", "chair", "--box-threshold", 0.0, "--text-threshold", 0.0, "--device", "cpu")
+    for record in json.loads(boxes.read_text()).values():
+        assert record["objects"] and all(o["box"][2] <= 64 and o["box"][3] <= 48 for o in record["objects"].values())
+    warnings_of(segment_cli, "--dataset-path", dataset, "--input-file", boxes, "--output-file", masks, "--model",
+                tiny_frontend["sam"], "--device", "cpu")
+    for record in json.loads(masks.read_text()).values():
+        assert all(np.asarray(Image.open(dataset / "masks" / o["mask"])).shape == (48, 64) for o in record["objects"].values())
+    warnings_of(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_anything"], "--device", "cpu")
+    assert all(np.asarray(Image.open(p)).shape == (48, 64) for p in (dataset / "depth_maps").glob("*.png"))
+    warnings_of(layers_cli, "--input-file", masks, "--depth-dir", dataset / "depth_maps", "--mask-dir", dataset / "masks",
+                "--output-file", tmp_path / "layers.json")
+    warnings_of(inspect_cli, "--anno-file", tmp_path / "layers.json", "--output-dir", tmp_path / "site")
+    copy = Image.open(tmp_path / "site" / "images" / "phone.png")
+    assert np.array_equal(np.asarray(copy.convert("RGB")), stored) and copy.getexif().get(0x0112) is None
+    assert "../images/phone.png" in (tmp_path / "site" / "pages" / "phone.html").read_text()
+    record = {"id": "r0", "image": "phone.jpg", "conversations": [{"from": "human", "value": "<image>\nWhat?"},
+                                                                   {"from": "gpt", "value": "A red half."}]}
+    (tmp_path / "records.json").write_text(json.dumps([record, dict(record, id="r1", image="deep.png")]))
+    warnings_of(export_cli, "--records", tmp_path / "records.json", "--format", "openai-jsonl", "--output",
+                tmp_path / "out.jsonl", "--image-root", dataset / "images")
+    import base64
+    import io
+    url = json.loads((tmp_path / "out.jsonl").read_text().splitlines()[0])["messages"][0]["content"][0]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert np.array_equal(np.asarray(sent.convert("RGB")), stored) and sent.getexif().get(0x0112) is None
+    # the documented fix: normalised photos have no problem left, the EXIF one turned as a viewer shows it
+    assert cli(normalise_cli, "--input-dir", dataset / "images", "--output-dir", tmp_path / "fixed") == 0
+    turned = np.asarray(Image.open(tmp_path / "fixed" / "phone.jpg"))
+    assert turned.shape == (64, 48, 3) and turned[:32].mean(axis=(0, 1))[0] > 150 and turned[40:].mean() < 40
+    assert np.asarray(Image.open(tmp_path / "fixed" / "deep.png")).max() == round(40000 / 257)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", "folder", "truncated", "bomb"])
+def test_unreadable_photos_cost_that_photo_in_every_front_end_step(content, tiny_frontend, tmp_path, capsys, monkeypatch):
+    dataset = _random_photos(tmp_path / "ds", ("good.png",))
+    bad = dataset / "images" / "bad.png"
+    if content == "folder":
+        bad.mkdir()
+    elif content == "truncated":
+        bad.write_bytes((dataset / "images" / "good.png").read_bytes()[:200])
+    elif content == "bomb":
+        Image.new("RGB", (400, 300)).save(bad)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10000)         # 120,000 pixels is over twice the limit
+    else:
+        bad.write_bytes(content)
+    steps = [(detect_cli, "--dataset-path", dataset, "--output-file", dataset / "annotations.json", "--model",
+              tiny_frontend["owlv2"], "--labels", "cup", "--box-threshold", 0.0, "--device", "cpu"),
+             (estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_anything"], "--device", "cpu"),
+             (normalise_cli, "--input-dir", dataset / "images", "--output-dir", tmp_path / "fixed")]
+    if content != "folder":
+        records = {str(p): {"caption": "", "objects": {"o0": {"label": "cup", "box": [1, 1, 20, 20]}}}
+                   for p in (dataset / "images").iterdir()}
+        (tmp_path / "boxes.json").write_text(json.dumps(records))
+        steps.append((segment_cli, "--dataset-path", dataset, "--input-file", tmp_path / "boxes.json", "--output-file",
+                      tmp_path / "masks.json", "--model", tiny_frontend["sam"], "--device", "cpu"))
+    for module, *args in steps:
+        code = cli(module, *args)
+        errors, captured = error_lines(capsys)
+        assert code == 1 and len(errors) == 1 and "bad.png" in errors[0] and "Traceback" not in captured.err, \
+            (module.__name__, captured.err)
+    assert (dataset / "depth_maps" / "good.png").is_file() and (tmp_path / "fixed" / "good.png").is_file()
+
+
+def _coco_base(root):
+    images = root / "val"
+    images.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (40, 30), (90, 90, 90)).save(images / name)
+    square = [[5, 5, 15, 5, 15, 15, 5, 15]]
+    return images, {
+        "categories": [{"id": 1, "name": "cup"}],
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "b.jpg", "width": 40, "height": 30}],
+        "annotations": [{"id": 10, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 100, "bbox": [5, 5, 10, 10],
+                         "segmentation": square},
+                        {"id": 20, "image_id": 2, "category_id": 1, "iscrowd": 0, "area": 100, "bbox": [5, 5, 10, 10],
+                         "segmentation": square}]}
+
+
+def _bad_annotation(**change):
+    def mutate(instances, images):
+        instances["annotations"].append({"id": 99, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 100,
+                                         "bbox": [20, 10, 8, 8], "segmentation": [[20, 10, 28, 10, 28, 18]], **change})
+    return mutate
+
+
+def _image_change(**change):
+    def mutate(instances, images):
+        instances["images"][0].update(change)
+    return mutate
+
+
+def _exif_at_displayed_size(instances, images):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 30)).save(images / "a.jpg", exif=exif)
+    instances["images"][0].update(width=30, height=40)           # the displayed size of the turned photo
+    instances["annotations"][0]["bbox"] = [5, 5, 10, 10]
+
+
+def _twice(instances, images):
+    instances["images"].append(dict(instances["images"][0], file_name="b.jpg"))
+
+
+def _same_stem(instances, images):
+    (images / "sub").mkdir()
+    Image.new("RGB", (40, 30)).save(images / "sub" / "a.jpg")
+    instances["images"][1]["file_name"] = "sub/a.jpg"
+
+
+# (case, mutation, "annotation" (the image stays with its good annotation) or "image" (the image is lost), needle)
+COCO_CASES = [
+    ("bbox missing", _bad_annotation(bbox=None), "annotation", "bbox"),
+    ("bbox negative", _bad_annotation(bbox=[-3, 1, 5, 5]), "annotation", "negative"),
+    ("bbox empty", _bad_annotation(bbox=[3, 1, 0, 5]), "annotation", "empty"),
+    ("polygon of two points", _bad_annotation(segmentation=[[1, 1, 5, 5]]), "annotation", "at least 3"),
+    ("polygon of odd length", _bad_annotation(segmentation=[[1, 1, 5, 5, 9]]), "annotation", "odd"),
+    ("RLE of another size", _bad_annotation(segmentation={"size": [10, 10], "counts": [5, 5, 90]}), "annotation", "size"),
+    ("unknown category", _bad_annotation(category_id=7), "annotation", "category"),
+    ("image id without image", _bad_annotation(image_id=555), "annotation", "555"),
+    ("image file missing", _image_change(file_name="gone.jpg"), "image", "not found"),
+    ("file name climbs out", _image_change(file_name="../x/a.jpg"), "image", ".."),
+    ("absolute file name", _image_change(file_name="/etc/hostname"), "image", "absolute"),
+    ("stored size differs", _image_change(width=41), "image", "41x30"),
+    ("EXIF photo at displayed size", _exif_at_displayed_size, "image", "EXIF"),
+    ("image id twice", _twice, "image", "twice"),
+    ("two images share a stem", _same_stem, "image", "stem"),
+]
+
+
+@pytest.mark.parametrize("case,mutate,costs,needle", COCO_CASES, ids=[c[0] for c in COCO_CASES])
+def test_coco_one_annotation_one_error(case, mutate, costs, needle, tmp_path, capsys):
+    images, instances = _coco_base(tmp_path)
+    mutate(instances, images)
+    (tmp_path / "instances.json").write_text(json.dumps(instances))
+    out = tmp_path / "ds"
+    code = cli(coco_cli, "--instances", tmp_path / "instances.json", "--image-dir", images, "--output-dir", out)
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and needle in errors[0] and "Traceback" not in captured.err, captured.err
+    records = json.loads((out / "annotations.json").read_text())
+    coco_ids = sorted(o["coco_id"] for r in records.values() for o in r["objects"].values())
+    if costs == "annotation":                                     # both images, each with its good annotation
+        assert coco_ids == [10, 20]
+    else:                                                          # the bad image only is lost
+        assert len(records) == 1 and coco_ids in ([10], [20])
+    outside = [p for p in tmp_path.rglob("*") if p.is_symlink() and not str(p).startswith(str(out))]
+    assert not outside and all(p.resolve().is_relative_to(images.resolve()) for p in (out / "images").iterdir())
+
+
+def test_labels_of_any_count_fit_the_detectors_text_length(tiny_frontend, tmp_path, capsys):
+    from dataengine.detect import Detector
+    from dataengine.models import resolve
+    words = ["chair", "table", "lamp", "cup", "dog", "cat", "person", "tv", "plant", "sofa"]
+    labels = [f"{t}{a} {b}" for t in ("", "the ", "a ") for a in words for b in words if a != b][:200]
+    label_file = tmp_path / "labels.txt"
+    label_file.write_bytes(("\ufeff" + "\r\n".join(labels + [labels[0].upper(), "  ", labels[1]]) + "\r\n").encode())
+    from dataengine.detect import parse_labels
+    assert parse_labels(labels_file=label_file) == labels                # BOM, CRLF, case duplicates, blanks
+    detector = Detector(resolve(str(tiny_frontend["grounding-dino"]), {}, {"grounding-dino": "x"}, "x"), labels, "cpu")
+    tokenizer, limit = detector.processor.tokenizer, detector.model.config.max_text_len
+    assert len(detector.chunks) > 1 and [k for _, indices, _ in detector.chunks for k in indices] == list(range(200))
+    assert all(len(tokenizer(text)["input_ids"]) <= limit for text, _, _ in detector.chunks)
+    dataset = _random_photos(tmp_path / "ds", ("p0.png",))
+    out = dataset / "annotations.json"
+    assert cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding-dino"],
+               "--labels-file", label_file, "--box-threshold", 0.0, "--text-threshold", 0.0, "--device", "cpu") == 0
+    found = [o["label"] for r in json.loads(out.read_text()).values() for o in r["objects"].values()]
+    assert found and set(found) <= set(labels)
+    capsys.readouterr()
+    code = cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding-dino"],
+               "--labels", " ".join(["chair"] * 40), "--device", "cpu")
+    errors, _ = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "text length" in errors[0]
+
+
+def test_template_answers_pass_their_own_validation_with_90_objects():
+    from spacesgg.layers import group_layers
+    from spacesgg.multiview import metric_shape, view_relations
+    from spacesgg.prompt_functions.base import seeded_rng
+    rng = np.random.default_rng(0)
+    objects, points = {}, {}
+    for k in range(90):                                            # COCO's most crowded image has 90 objects
+        centre = np.array([rng.uniform(-3, 3), rng.uniform(-1.5, 1.5), rng.uniform(2, 12)])
+        pts = centre + (rng.random((200, 3)) - 0.5) * rng.uniform(0.05, 0.6, 3)
+        u, v = 525 * pts[:, 0] / pts[:, 2] + 320, 525 * pts[:, 1] / pts[:, 2] + 240
+        x0, y0 = float(np.clip(u.min(), 0, 630)), float(np.clip(v.min(), 0, 470))
+        box = [x0, y0, float(np.clip(u.max(), x0 + 1, 640)), float(np.clip(v.max(), y0 + 1, 480))]
+        z = np.sort(pts[:, 2])
+        points[f"o{k}"] = pts
+        objects[f"o{k}"] = {"label": ["person", "chair", "cup"][k % 3], "box": box, "mask": f"m{k}.png",
+                            "depth": {"near": float(z[10]), "median": float(np.median(z)), "far": float(z[-10]),
+                                      "pixels": 200}, **metric_shape(pts)}
+    views = view_relations(points, np.median(np.concatenate(list(points.values())), axis=0))
+    record = {"caption": "A crowded room.", "objects": objects, "image_size": [640, 480], "views": views,
+              "levels": group_layers([(o, d["depth"]["near"], d["depth"]["far"]) for o, d in objects.items()], 0.25, 0.05),
+              "order_list": views["front"]["relations"], "depth_source": "sensor"}
+    for name, fn in PROMPT_FUNCTIONS.items():
+        for seed in range(3):
+            requests = fn.build("/data/crowd.png", record, box_norm="pad", seed=seed)
+            assert requests
+            for request in requests:
+                reason, _ = check_reply(request, fn.template(request, seeded_rng(seed, request.id + ":answer")))
+                assert reason is None, (name, seed, request.id, reason)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (make test installs it)")
+def test_inspector_escapes_everything_from_the_data(scenes_dir, tmp_path):
+    evil = "<img src=x onerror=\"document.title='pwned'\">"
+    stem = "odd #name?50% é"
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 48), (0, 90, 0)).save(images / f"{stem}.png")
+    annotation = {str(images / f"{stem}.png"): {
+        "caption": evil, "image_size": [64, 48], "levels": [["o0"]],
+        "objects": {"o0": {"label": evil, "box": [2, 2, 30, 30], "mask": "m.png", "depth": {"near": 1}}},
+        "views": {"front": {"levels": [["o0", evil]], "relations": {f"o0>{evil}": [-1, 0, 1]}}}}}
+    (tmp_path / "a.json").write_text(json.dumps(annotation))
+    records = [{"id": evil, "image": f"{stem}.png", "prompt_function": evil,
+                "conversations": [{"from": "<script>document.title='pwned'</script>", "value": evil},
+                                  {"from": "gpt\" onmouseover=\"x", "value": f"<ref>{evil}</ref><box>[[1, 2, 300, 400]]</box>"}]}]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    assert cli(inspect_cli, "--anno-file", tmp_path / "a.json", "--records", tmp_path / "r.json", "--output-dir",
+               tmp_path / "site", "--image-root", tmp_path / "nowhere") == 0          # a missing root: one warning
+    page = next((tmp_path / "site" / "pages").glob("*.html"))
+    for target in (tmp_path / "site" / "index.html", page):
+        proc = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                               f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", target.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        dom = proc.stdout
+        assert proc.returncode == 0 and "<html" in dom
+        assert "pwned" not in dom.split("<title>")[1].split("</title>")[0]          # no script ran
+        assert "<img src=\"x\"" not in dom and "<script>" not in dom and "onmouseover=\"x\"" not in dom
+    assert "&lt;img src=x" in page.read_text()                                      # shown as text
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "pages/odd%20%23name%3F50%25%20%C3%A9.html" in index and (tmp_path / "site" / "pages" / f"{stem}.html").is_file()
+    assert "odd%20%23name%3F50%25%20%C3%A9.png" in page.read_text()
+
+
+def _shards(tmp_path, mv_file, fn="create_layer_prompt", n=2, **options):
+    out = tmp_path / "out.json"
+    from spacesgg.llm_query import query
+    for i in range(n):
+        assert query(mv_file, fn, out, shard=(i, n), **options) == 0
+    return [tmp_path / f"out.shard-{i}-of-{n}.json" for i in range(n)]
+
+
+@pytest.mark.parametrize("case", ["truncated", "not JSON", "another N", "another prompt function", "another seed", "missing"])
+def test_merge_refuses_shards_that_do_not_belong_together(case, mv_file, tmp_path, capsys):
+    files = _shards(tmp_path, mv_file)
+    if case == "truncated":
+        longest = max(files, key=lambda f: f.stat().st_size)
+        longest.write_text(longest.read_text()[:50])
+    elif case == "not JSON":
+        files[1].write_bytes(b"\x00\x01 binary")
+    elif case == "another N":
+        files[1] = _shards(tmp_path / "three", mv_file, n=3)[1]
+    elif case == "another prompt function":
+        (tmp_path / "b").mkdir()
+        files[1] = _shards(tmp_path / "b", mv_file, "create_between_prompt")[1]
+        files[1] = files[1].rename(tmp_path / "out.shard-1-of-2.json")
+        Path(f"{tmp_path / 'b' / 'out.shard-1-of-2.json'}.settings.json").rename(f"{files[1]}.settings.json")
+    elif case == "another seed":
+        (tmp_path / "b").mkdir()
+        other = _shards(tmp_path / "b", mv_file, seed=7)[1]
+        other.rename(files[1])
+        Path(f"{other}.settings.json").rename(f"{files[1]}.settings.json")
+    else:
+        files = files[:1]
+    capsys.readouterr()
+    code = cli(merge_cli, "--output", tmp_path / "merged.json", *files)
+    errors, captured = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "Traceback" not in captured.err, captured.err
+    assert not (tmp_path / "merged.json").exists()
+
+
+@pytest.mark.parametrize("break_it,costs", [
+    (lambda r: r.update(image="gone.png"), "image"),
+    (lambda r: r["conversations"].pop(), "turns"),
+    (lambda r: r["conversations"][1].update(value="  "), "empty"),
+    (lambda r: r["conversations"][0].update({"from": "gpt"}), "turn"),
+], ids=["image missing", "odd turns", "empty answer", "wrong roles"])
+def test_export_skips_records_that_cannot_be_trained_on(break_it, costs, scenes_dir, tmp_path, capsys):
+    images = scenes_dir / "images"
+    good = {"id": "r0", "image": "scene_000.png", "conversations": [{"from": "human", "value": "<image>\nWhere?"},
+                                                                     {"from": "gpt", "value": "Here."}]}
+    bad = json.loads(json.dumps(dict(good, id="r1")))
+    break_it(bad)
+    absolute = dict(good, id="r2", image=str(images / "scene_001.png"))       # absolute, under the root: fine
+    (tmp_path / "r.json").write_text(json.dumps([good, bad, absolute]))
+    for fmt in ("llava", "sharegpt", "openai-jsonl", "parquet"):
+        out = tmp_path / f"out.{fmt}"
+        code = cli(export_cli, "--records", tmp_path / "r.json", "--format", fmt, "--output", out, "--image-root", images)
+        errors, _ = error_lines(capsys)
+        assert code == 1 and len(errors) == 1 and "r1" in errors[0] and costs in errors[0], errors
+        assert out.is_file()
+    assert [r["image"] for r in json.loads((tmp_path / "out.llava").read_text())] == ["scene_000.png", "scene_001.png"]
+    (tmp_path / "only_bad.json").write_text(json.dumps([bad]))
+    assert cli(export_cli, "--records", tmp_path / "only_bad.json", "--format", "llava", "--output", tmp_path / "none.json",
+               "--image-root", images) == 1
+    assert not (tmp_path / "none.json").exists()                      # no 0-byte or empty file left behind
+
+
+# ---- the six held-out data-stage cases, and missing input folders -------------------------------------------------
+
+def test_d2p_output_folder_that_is_a_file(scenes_dir, tmp_path, capsys):
+    (tmp_path / "pc").write_text("x")
+    code = cli(d2p_cli, "--dataset-path", scenes_dir, "--output-dir", tmp_path / "pc")
+    errors, captured = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "is a file" in errors[0] and "Traceback" not in captured.err
+
+
+def test_corrupt_background_image_is_named(renders, tmp_path, capsys):
+    backgrounds = tmp_path / "bg"
+    backgrounds.mkdir()
+    (backgrounds / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    code = cli(grid_cli, "--output-dir", tmp_path / "out", "--pairs", "camel_frog", "--objects-dir", renders,
+               "--background", backgrounds, "--sizes", 224)
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and "broken.jpg" in errors[0] and "Traceback" not in captured.err
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory):
+    from spatial_id.tiny import build_tiny_model
+    return build_tiny_model("llava", tmp_path_factory.mktemp("llava") / "m")
+
+
+@pytest.fixture(scope="module")
+def one_pair(renders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    tile_pair("camel", "frog", renders, out, sizes=(224,))
+    return out
+
+
+@pytest.mark.parametrize("layers", ["5-2", "0-2000000", "-3000"])
+def test_bad_layer_ranges_are_one_line(layers, tiny_llava, one_pair, tmp_path, capsys):
+    code = cli(compute_id_cli, "--model", f"llava-7b={tiny_llava}", "--image-dir", one_pair, "--output-dir", tmp_path,
+               "--layers", layers, "--device", "cpu")
+    errors, captured = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and len(captured.err) < 500 and "Traceback" not in captured.err
+    assert not list(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize("per_pair", [False, True])
+def test_layers_all_after_a_few_layers_is_extracted_again(per_pair, tiny_llava, one_pair, tmp_path, capsys):
+    args = ("--model", f"llava-7b={tiny_llava}", "--image-dir", one_pair, "--output-dir", tmp_path, "--device", "cpu",
+            *(["--per-pair"] if per_pair else []))
+    assert cli(compute_id_cli, *args, "--layers", "0-2") == 0
+    assert cli(compute_id_cli, *args, "--layers", "all") == 0
+    path = tmp_path / "camel_frog" / "llava-7b.pt" if per_pair else tmp_path / "llava-7b.pt"
+    n = torch.load(path, weights_only=True)["ids"]["frog"].shape[0]
+    assert n > 3
+    stamp = path.stat().st_mtime_ns
+    assert cli(compute_id_cli, *args, "--layers", "all") == 0 and path.stat().st_mtime_ns == stamp   # now current
+
+
+@pytest.mark.parametrize("stage", ["layers", "multiview", "multiview depth", "segment", "llm image root", "export"])
+def test_missing_input_folder_is_fatal(stage, scenes_dir, mv_file, tiny_frontend, tmp_path, capsys):
+    gone = tmp_path / "nowhere"
+    anno = scenes_dir / "annotations.json"
+    out = tmp_path / "o.json"
+    runs = {
+        "layers": (layers_cli, "--input-file", anno, "--depth-dir", gone, "--mask-dir", scenes_dir / "masks", "--output-file", out),
+        "multiview": (multiview_cli, "--input-file", anno, "--point-cloud-dir", scenes_dir / "point_clouds", "--mask-dir",
+                      gone, "--output-file", out),
+        "multiview depth": (multiview_cli, "--input-file", anno, "--depth-dir", gone, "--mask-dir", scenes_dir / "masks",
+                            "--output-file", out),
+        "segment": (segment_cli, "--dataset-path", gone, "--input-file", anno, "--output-file", out, "--model",
+                    tiny_frontend["sam"]),
+        "llm image root": (llm_cli, "--anno-file", mv_file, "--prompt-function", "create_layer_prompt", "--output-file", out,
+                           "--image-root", gone),
+        "export": (export_cli, "--records", mv_file, "--format", "llava", "--output", out, "--image-root", gone),
+    }
+    module, *args = runs[stage]
+    code = cli(module, *args)
+    errors, captured = error_lines(capsys)
+    assert code == 2 and len(errors) == 1 and "nowhere" in errors[0] and "Traceback" not in captured.err, captured.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("entry", [float("nan"), "1234", [525, 525, 319.5], [True, 525, 319.5, 239.5], [0, 525, 319.5, 239.5],
+                                   {"fx": 525}], ids=["NaN", "a string", "three numbers", "a boolean", "zero focal", "a dict"])
+def test_bad_intrinsics_entry_costs_its_image_only(entry, scenes_copy, capsys):
+    good = [525.0, 525.0, 319.5, 239.5]
+    (scenes_copy / "intrinsics.json").write_text(json.dumps({"scene_001": entry, "scene_002": good}))
+    out = scenes_copy / "new"
+    code = cli(d2p_cli, "--dataset-path", scenes_copy, "--output-dir", out)
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and "scene_001" in errors[0] and "Traceback" not in captured.err, captured.err
+    assert sorted(p.stem for p in out.glob("*.npy")) == ["scene_000", "scene_002", "scene_003", "scene_004", "scene_005"]
+
+
+def test_depth_of_tiny_wide_and_mixed_images(tiny_frontend, tmp_path, capsys):
+    dataset = tmp_path / "ds"
+    (dataset / "images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sizes = {"dot": (1, 1), "strip": (2000, 3), "a": (64, 48), "b": (64, 48), "c": (40, 30), "d": (300, 60)}
+    for name, (w, h) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(dataset / "images" / f"{name}.png")
+    code = cli(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_pro"], "--batch-size", 4,
+               "--device", "cpu")
+    errors, captured = error_lines(capsys)
+    assert code == 1 and len(errors) == 1 and "dot.png" in errors[0] and "Traceback" not in captured.err
+    for name, (w, h) in sizes.items():
+        if name != "dot":
+            assert np.asarray(Image.open(dataset / "depth_maps" / f"{name}.png")).shape == (h, w)

@@ -19,7 +19,6 @@ from dataengine import estimate_depth as estimate_depth_cli
 from dataengine import import_coco as import_coco_cli
 from dataengine import segment_objects as segment_cli
 from dataengine.models import DEPTH_FAMILIES
-from dataengine.tiny_frontend import BUILDERS, build_tiny
 
 
 def cli(module, *args):
@@ -85,12 +84,6 @@ def test_coco_polygons_and_rle_decode_to_the_right_pixels(tmp_path, capsys):
 
 
 # ---- metric depth ---------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def tiny_frontend(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_frontend")
-    return {kind: build_tiny(kind, root / kind) for kind in BUILDERS}
-
 
 def _photos(root, sizes=((64, 48), (64, 48), (40, 30))):
     images = root / "images"
