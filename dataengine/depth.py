@@ -138,13 +138,17 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
             continue
         stored = png_provenance(out / f"{stem}.png")
         if not overwrite and isinstance(stored, dict) and stored.get("made_from") == made_from:
-            focal = stored.get("focal")
-            if estimator.focal and isinstance(focal, (int, float)) and intrinsics.get(stem) != _intrinsics_entry(focal, width, height):
-                intrinsics[stem] = _intrinsics_entry(focal, width, height)      # put back from the depth map's record
-                changed = True
-            if not estimator.focal or isinstance(focal, (int, float)):
-                tally.skipped += 1
-                continue
+            if estimator.focal:                     # the entry is what the model estimated, put back from its record
+                focal = stored.get("focal")
+                entry = _intrinsics_entry(focal, width, height) if isinstance(focal, (int, float)) else None
+                if intrinsics.get(stem) != entry:
+                    if entry is None:
+                        intrinsics.pop(stem, None)
+                    else:
+                        intrinsics[stem] = entry
+                    changed = True
+            tally.skipped += 1
+            continue
         if min(width, height) < MIN_SIDE:
             tally.fail(f"{path}: {width}x{height} pixels is too small for depth estimation (at least {MIN_SIDE} on each side)")
             continue
@@ -188,6 +192,8 @@ def estimate_dataset(dataset_path, model, scale_factor=DEFAULT_SCALE_FACTOR, max
                         if focal is not None:
                             intrinsics[stem] = _intrinsics_entry(focal, w, h)
                             changed = True
+                        elif estimator.focal and intrinsics.pop(stem, None) is not None:
+                            changed = True                       # no usable estimate: no stale entry either
                         tally.done += 1
                         bar.update()
                     if changed and time.monotonic() - last_flush > INTRINSICS_FLUSH_SECONDS:

@@ -1246,7 +1246,7 @@ def test_bad_intrinsics_entry_costs_its_image_only(entry, scenes_copy, capsys):
     assert sorted(p.stem for p in out.glob("*.npy")) == ["scene_000", "scene_002", "scene_003", "scene_004", "scene_005"]
 
 
-def test_depth_of_tiny_wide_and_mixed_images(tiny_frontend, tmp_path, capsys):
+def test_depth_of_tiny_wide_and_mixed_images(tiny_frontend, tmp_path, capsys, monkeypatch):
     dataset = tmp_path / "ds"
     (dataset / "images").mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -1260,3 +1260,18 @@ def test_depth_of_tiny_wide_and_mixed_images(tiny_frontend, tmp_path, capsys):
     for name, (w, h) in sizes.items():
         if name != "dot":
             assert np.asarray(Image.open(dataset / "depth_maps" / f"{name}.png")).shape == (h, w)
+    # an intrinsics entry lost or edited is put back from the depth map's own record, without running the model
+    intrinsics = json.loads((dataset / "intrinsics.json").read_text())
+    (dataset / "intrinsics.json").write_text(json.dumps({"a": [1, 1, 1, 1]}))
+    from dataengine.depth import DepthEstimator
+    monkeypatch.setattr(DepthEstimator, "predict", lambda *a: (_ for _ in ()).throw(AssertionError("asked again")))
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_pro"], "--device", "cpu") == 1
+    assert json.loads((dataset / "intrinsics.json").read_text()) == intrinsics
+    # a photo replaced by another under the same name gets new depth, whatever the files' times say
+    stamp = (dataset / "images" / "a.png").stat()
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(dataset / "images" / "a.png")
+    os.utime(dataset / "images" / "a.png", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_pro"], "--device", "cpu") == 1
+    assert "1 done, 4 skipped" in capsys.readouterr().out
