@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements.txt
 
 demo: setup  ## synthetic RGB-D scenes -> SpaceSGG training data; grid images -> spatial IDs -> Figure 5 and interventions (random vs trained tiny LLaVA)
 	$(PYTHON) dataengine/make_scenes.py --output-dir $(DATA)/synthetic_scenes
-	DATASET_BASE=/datasets/synthetic_scenes/images PYTHON=$(PYTHON) bash run_spacesgg.sh $(DATA)/synthetic_scenes $(OUT)/spacesgg
+	PYTHON=$(PYTHON) bash run_spacesgg.sh $(DATA)/synthetic_scenes $(OUT)/spacesgg
 	PYTHON=$(PYTHON) bash dataengine/grid_data.sh $(DATA)/grid_data
 	$(PYTHON) spatial_id/make_tiny_model.py --family llava --output-dir $(DATA)/models/tiny-llava
 	@echo "NOTE: the demo's spatial IDs come from a tiny LLaVA with RANDOM weights; they show the pipeline, not a finding."

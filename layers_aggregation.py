@@ -13,11 +13,14 @@ whose depth ranges overlap share a layer.
 """
 
 import sys
+from pathlib import Path
 
 from batchkit.cli import add_shard_arg, make_parser, positive_float, run_cli
+from spacesgg.annotations import ImagePaths
 from spacesgg.cli import add_layer_args, add_mask_args, add_path_rewrite_args
 from spacesgg.d2p import DEFAULT_SCALE_FACTOR
 from spacesgg.layers import aggregate_layers
+from spacesgg.settings import GeometrySettings
 
 
 def build_parser():
@@ -35,8 +38,9 @@ def build_parser():
 
 
 def main(args):
-    return aggregate_layers(args.input_file, args.depth_dir, args.mask_dir, args.output_file, args.dataset_base,
-                            args.data_prefix, args.scale_factor, args.layer_gap, args.layer_gap_rel, args.mask_erode, args.shard)
+    images = ImagePaths.from_args(args, Path(args.depth_dir).parent)
+    return aggregate_layers(args.input_file, args.depth_dir, args.mask_dir, args.output_file,
+                            GeometrySettings.from_args(args), images, args.shard)
 
 
 if __name__ == "__main__":

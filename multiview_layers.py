@@ -20,12 +20,15 @@ if behind. Ambiguity rule: an order is stated only when the two objects'
 """
 
 import sys
+from pathlib import Path
 
 from batchkit.cli import add_shard_arg, make_parser, number, positive_float, run_cli
+from spacesgg.annotations import ImagePaths
 from spacesgg.camera import DEFAULT_FOV_DEG
 from spacesgg.cli import add_layer_args, add_mask_args, add_order_args, add_path_rewrite_args
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR
 from spacesgg.multiview import multiview_layers
+from spacesgg.settings import GeometrySettings
 
 
 def build_parser():
@@ -50,11 +53,9 @@ def build_parser():
 
 
 def main(args):
-    return multiview_layers(args.input_file, args.point_cloud_dir, args.mask_dir, args.output_file, args.dataset_base,
-                            args.data_prefix, mask_erode=args.mask_erode, depth_dir=args.depth_dir,
-                            camera_dir=args.camera_dir, scale_factor=args.scale_factor, fov=args.fov,
-                            max_depth=args.max_depth, shard=args.shard, layer_gap=args.layer_gap, layer_gap_rel=args.layer_gap_rel,
-                            overlap_tolerance=args.overlap_tolerance, min_separation=args.min_separation)
+    images = ImagePaths.from_args(args, Path(args.point_cloud_dir or args.depth_dir or ".").parent)
+    return multiview_layers(args.input_file, args.point_cloud_dir, args.mask_dir, args.output_file,
+                            GeometrySettings.from_args(args), images, args.depth_dir, args.camera_dir, args.shard)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,7 @@ def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
             objects[b.oid] = {"label": b.label, "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                               "mask": f"{stem}_{b.oid}.png"}
         names = ", ".join(f"a {b.label}" for b in boxes)
-        annotations[f"/datasets/synthetic_scenes/images/{stem}.png"] = {
+        annotations[f"images/{stem}.png"] = {                   # native form: the image path relative to the dataset
             "depth": f"{stem}.png", "caption": f"A synthetic room with {names}.", "objects": objects, "relations": []}
         expected[stem] = {
             "boxes": [asdict(b) for b in boxes],

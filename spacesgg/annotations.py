@@ -8,6 +8,7 @@ form has no place for the per-object fields the stages add; entries that are
 not objects are copied through unchanged.
 """
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -76,6 +77,38 @@ def rewrite_path(key, dataset_base=None, data_prefix=None):
 def check_rewrite_flags(dataset_base, data_prefix):
     if bool(dataset_base) != bool(data_prefix):
         raise UserError("--dataset-base and --data-prefix go together: give both (old prefix, new prefix) or neither")
+
+
+@dataclass(frozen=True)
+class ImagePaths:
+    """How a stage finds a record's image from its key.
+
+    First the key itself, with its --dataset-base prefix replaced by --data-prefix; a relative key (the native
+    form: relative to the dataset folder) also inside `dataset`; last, DATASET/images/{file name}.
+    """
+    dataset_base: str | None = None
+    data_prefix: str | None = None
+    dataset: Path | None = None
+
+    def __post_init__(self):
+        check_rewrite_flags(self.dataset_base, self.data_prefix)
+
+    @classmethod
+    def from_args(cls, args, dataset=None):
+        return cls(args.dataset_base, args.data_prefix, Path(dataset) if dataset else None)
+
+    def rewritten(self, key):
+        return rewrite_path(key, self.dataset_base, self.data_prefix)
+
+    def find(self, key):
+        """The image file of `key`, or None where none of the places holds it."""
+        path = Path(self.rewritten(key))
+        candidates = [path]
+        if self.dataset is not None:
+            if not path.is_absolute():
+                candidates.append(self.dataset / path)
+            candidates.append(self.dataset / "images" / path.name)
+        return next((c for c in candidates if c.is_file()), None)
 
 
 def image_stem(key):

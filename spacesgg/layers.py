@@ -1,5 +1,6 @@
 """Stage 1.2: per-object depth statistics inside the mask and depth layers near to far."""
 
+from pathlib import Path
 
 import numpy as np
 
@@ -8,26 +9,16 @@ from batchkit.errors import RecordError
 from batchkit.files import check_input_dir, check_output_file, inside, json_problem, write_json
 from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
-from .annotations import (
-    check_box,
-    check_object,
-    check_rewrite_flags,
-    image_stem,
-    load_annotations,
-    load_object_mask,
-    object_items,
-    rewrite_path,
-    unknown_relation_ids,
-)
-from .d2p import DEFAULT_SCALE_FACTOR
+from .annotations import ImagePaths, check_box, check_object, image_stem, load_annotations, load_object_mask, object_items, unknown_relation_ids
 from .io import image_header, read_depth, warn_photo
-from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, extents, group_layers
+from .settings import GeometrySettings
+from .spatial import extents, group_layers
 
 
 def check_image_size(key, image_path, shape, tally=None):
-    """If the image is found locally, its size must match the depth map (and what LLaVA's loader would get wrong
-    about it is warned about); else it is counted as unchecked."""
-    if not image_path.is_file():
+    """If the image is found (a path, else None), its size must match the depth map (and what LLaVA's loader would
+    get wrong about it is warned about); else it is counted as unchecked."""
+    if image_path is None or not Path(image_path).is_file():
         if tally is not None:
             tally.counts["unchecked"] += 1
         return
@@ -44,8 +35,9 @@ def check_image_size(key, image_path, shape, tally=None):
 def warn_unchecked(tally):
     """One warning for all the images that were not found at their annotation paths."""
     if tally.counts["unchecked"]:
-        report(f"warning: {tally.counts['unchecked']} images were not found at their annotation paths, so their sizes were not "
-               "checked against the depth maps; pass --dataset-base OLD --data-prefix NEW to find them")
+        report(f"warning: {tally.counts['unchecked']} images were not found at their annotation paths nor in the dataset's "
+               "images/, so their sizes were not checked against the depth maps; pass --dataset-base OLD --data-prefix NEW "
+               "to find them")
 
 
 def depth_stats(depth, mask):
@@ -59,16 +51,15 @@ def depth_stats(depth, mask):
             "pixels": int(values.size)}
 
 
-def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_base=None, data_prefix=None,
-                 layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL, mask_erode=0):
+def layer_record(key, record, depth_dir, mask_dir, settings, images, tally):
     """The record with "depth" stats on each good object and "levels"; bad objects are reported and left out."""
     items_in = object_items(key, record)
     depth_name = record.get("depth") or f"{image_stem(key)}.png"
     try:
-        depth = read_depth(inside(depth_dir, depth_name, "depth map"), scale_factor)
+        depth = read_depth(inside(depth_dir, depth_name, "depth map"), settings.scale_factor)
     except RecordError as e:
         raise RecordError(f"{key}: {e}") from None
-    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), depth.shape, tally)
+    check_image_size(key, images.find(key), depth.shape, tally)
     height, width = depth.shape
     for problem in unknown_relation_ids(key, record):
         tally.fail(problem)
@@ -78,7 +69,7 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
             check_object(key, oid, obj)
             obj = dict(obj)
             check_box(key, oid, obj["box"], width, height)
-            mask = load_object_mask(key, oid, obj, mask_dir, depth.shape, mask_erode)
+            mask = load_object_mask(key, oid, obj, mask_dir, depth.shape, settings.mask_erode)
             stats = depth_stats(depth, mask)
             if stats is None:
                 raise RecordError(f"{key}: object {oid} ({obj.get('label')}): no valid depth inside mask {obj['mask']}; "
@@ -93,28 +84,28 @@ def layer_record(key, record, depth_dir, mask_dir, scale_factor, tally, dataset_
     out = dict(record)
     out["objects"] = objects
     out["image_size"] = [width, height]
-    out["levels"] = group_layers(items, layer_gap, layer_gap_rel)
+    out["levels"] = group_layers(items, **settings.layer_rules())
     return out
 
 
-def aggregate_layers(input_file, depth_dir, mask_dir, output_file, dataset_base=None, data_prefix=None,
-                     scale_factor=DEFAULT_SCALE_FACTOR, layer_gap=DEFAULT_LAYER_GAP, layer_gap_rel=DEFAULT_LAYER_GAP_REL,
-                     mask_erode=0, shard=None):
-    """Run stage 1.2 over an annotation file; returns the exit code."""
-    check_rewrite_flags(dataset_base, data_prefix)
+def aggregate_layers(input_file, depth_dir, mask_dir, output_file, settings=GeometrySettings(), images=None, shard=None):
+    """Run stage 1.2 over an annotation file; returns the exit code.
+
+    `images` (ImagePaths) finds each record's image to check its size; by default relative keys are read inside
+    the dataset folder that holds `depth_dir`.
+    """
+    images = images or ImagePaths(dataset=Path(depth_dir).parent)
     check_output_file(output_file)
     check_input_dir(depth_dir, "--depth-dir")
     check_input_dir(mask_dir, "--mask-dir")
     records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
                if in_shard(k, shard)}
     output_file = shard_path(output_file, shard)
-    record_shard_settings(output_file, shard, {
-        "stage": "layers_aggregation", "input": input_name(input_file), "scale_factor": scale_factor,
-        "layer_gap": layer_gap, "layer_gap_rel": layer_gap_rel, "mask_erode": mask_erode,
-        "dataset_base": dataset_base, "data_prefix": data_prefix})
+    record_shard_settings(output_file, shard, {"stage": "layers_aggregation", "input": input_name(input_file),
+                                               **settings.record(), "dataset_base": images.dataset_base,
+                                               "data_prefix": images.data_prefix})
     tally = Tally("layers_aggregation")
-    out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, scale_factor, tally, dataset_base,
-                                                         data_prefix, layer_gap, layer_gap_rel, mask_erode),
+    out = map_records(records, lambda k, r: layer_record(k, r, depth_dir, mask_dir, settings, images, tally),
                       tally, "layers")
     write_json(output_file, out)
     warn_unchecked(tally)

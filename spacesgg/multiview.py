@@ -21,11 +21,12 @@ from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import check_input_dir, check_output_file, inside, write_json
 from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
-from .annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, load_object_mask, object_items, rewrite_path
+from .annotations import ImagePaths, check_box, check_object, image_stem, load_annotations, load_object_mask, object_items
 from .camera import DEFAULT_FOV_DEG, DatasetCameras, backproject
 from .d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, check_settings
 from .io import read_depth
 from .layers import check_image_size, warn_unchecked
+from .settings import GeometrySettings
 from .spatial import DEFAULT_LAYER_GAP, DEFAULT_LAYER_GAP_REL, DEFAULT_MIN_SEPARATION, DEFAULT_OVERLAP_TOLERANCE, extents, group_layers, order
 
 # view name -> rows of the rotation taking centred camera coordinates to (x', y', z')
@@ -104,8 +105,7 @@ class DepthPoints:
         return backproject(depth, self.cameras.for_image(stem, depth.shape[1], depth.shape[0]), self.max_depth)
 
 
-def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=None, data_prefix=None,
-                     after_stage12=False, mask_erode=0, **rules):
+def multiview_record(key, record, points_source, mask_dir, settings, images, tally, after_stage12=False):
     """The record with "views" and "order_list" added; bad objects, and those stage 1.2 rejected, are left out.
 
     `after_stage12`: the file is stage 1.2's output, so a record without "levels" and an object without "depth"
@@ -116,7 +116,7 @@ def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=N
     items = object_items(key, record)
     points = points_source.load(key, record)
     shape = points.shape[:2]
-    check_image_size(key, rewrite_path(key, dataset_base, data_prefix), shape, tally)
+    check_image_size(key, images.find(key), shape, tally)
     object_points = {}
     for oid, obj in items:
         if after_stage12 and not (isinstance(obj, dict) and isinstance(obj.get("depth"), dict)):
@@ -126,7 +126,7 @@ def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=N
         try:
             check_object(key, oid, obj)
             check_box(key, oid, obj["box"], shape[1], shape[0])
-            mask = load_object_mask(key, oid, obj, mask_dir, shape, mask_erode)
+            mask = load_object_mask(key, oid, obj, mask_dir, shape, settings.mask_erode)
             pts = points[mask]
             pts = pts[~np.isnan(pts[:, 2])].astype(np.float64)
             if len(pts) == 0:
@@ -141,7 +141,7 @@ def multiview_record(key, record, points_source, mask_dir, tally, dataset_base=N
     out["objects"] = dict(record["objects"])
     for oid, pts in object_points.items():
         out["objects"][oid] = dict(out["objects"][oid], **metric_shape(pts))
-    out["views"] = view_relations(object_points, centre, **rules)
+    out["views"] = view_relations(object_points, centre, **settings.view_rules())
     out["order_list"] = out["views"]["front"]["relations"]
     out["depth_source"] = points_source.depth_source
     return out
@@ -163,15 +163,19 @@ def depth_source(depth_dir):
         return "sensor"
 
 
-def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset_base=None, data_prefix=None, mask_erode=0,
-                     depth_dir=None, camera_dir=None, scale_factor=DEFAULT_SCALE_FACTOR, fov=DEFAULT_FOV_DEG,
-                     max_depth=DEFAULT_MAX_DEPTH, shard=None, **rules):
-    """Run stage 1.3 over an annotation file, from point maps or (depth_dir) from depth maps; returns the exit code."""
+def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, settings=GeometrySettings(), images=None,
+                     depth_dir=None, camera_dir=None, shard=None):
+    """Run stage 1.3 over an annotation file, from point maps or (depth_dir) from depth maps; returns the exit code.
+
+    `images` (ImagePaths) finds each record's image to check its size; by default relative keys are read inside
+    the dataset folder that holds the point maps or depth maps.
+    """
     if bool(point_cloud_dir) == bool(depth_dir):
         raise UserError("give the points to read: --point-cloud-dir (d2p's .npy point maps) or --depth-dir (depth maps "
                         "and the dataset's intrinsics), one of them")
-    source = PointMaps(point_cloud_dir) if point_cloud_dir else DepthPoints(depth_dir, camera_dir, scale_factor, fov, max_depth)
-    check_rewrite_flags(dataset_base, data_prefix)
+    source = PointMaps(point_cloud_dir) if point_cloud_dir else DepthPoints(depth_dir, camera_dir, settings.scale_factor,
+                                                                            settings.fov, settings.max_depth)
+    images = images or ImagePaths(dataset=Path(point_cloud_dir or depth_dir).parent)
     check_output_file(output_file)
     check_input_dir(mask_dir, "--mask-dir")
     records = {k: r for k, r in load_annotations(input_file, allow_empty=shard is not None).items()
@@ -179,12 +183,10 @@ def multiview_layers(input_file, point_cloud_dir, mask_dir, output_file, dataset
     output_file = shard_path(output_file, shard)
     record_shard_settings(output_file, shard, {
         "stage": "multiview_layers", "input": input_name(input_file), "points": "npy" if point_cloud_dir else "depth",
-        "scale_factor": scale_factor, "fov": fov, "max_depth": max_depth, "mask_erode": mask_erode,
-        "dataset_base": dataset_base, "data_prefix": data_prefix, **rules})
+        **settings.record(), "dataset_base": images.dataset_base, "data_prefix": images.data_prefix})
     tally = Tally("multiview_layers")
     after_stage12 = any(isinstance(r, dict) and "levels" in r for r in records.values())
-    out = map_records(records, lambda k, r: multiview_record(k, r, source, mask_dir, tally, dataset_base,
-                                                             data_prefix, after_stage12, mask_erode, **rules),
+    out = map_records(records, lambda k, r: multiview_record(k, r, source, mask_dir, settings, images, tally, after_stage12),
                       tally, "multiview")
     write_json(output_file, out)
     warn_unchecked(tally)

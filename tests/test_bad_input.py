@@ -156,8 +156,7 @@ def test_stage12_and_13_one_bad_record(case, mutate, costs, scenes_dir, folders,
     annotations.write_text(json.dumps(records))                   # NaN goes in as the JSON token NaN
     out = tmp_path / "out" / "layers.json"
     code = cli(layers_cli, "--input-file", annotations, "--depth-dir", folders["depth"], "--mask-dir", folders["mask"],
-               "--output-file", out, "--dataset-base", "/datasets/synthetic_scenes/images",
-               "--data-prefix", folders["images"])
+               "--output-file", out)
     errors, captured = error_lines(capsys)
     assert code == 1 and len(errors) == 1, captured.err
     assert "Traceback" not in captured.err
@@ -352,13 +351,17 @@ def _wait(condition, limit=60.0):
 
 @pytest.fixture(scope="module")
 def big_dataset(scenes_dir, tmp_path_factory):
-    """120 image/depth pairs (copies of the six scenes under new stems), so a run lasts long enough to be killed."""
+    """120 image/depth pairs (copies of the six scenes under new stems), and a last image that is a named pipe: reading
+    it blocks for ever, so the run cannot end before it is killed, however fast the machine."""
     root = tmp_path_factory.mktemp("big") / "ds"
     for sub in ("images", "depth_maps"):
         (root / sub).mkdir(parents=True)
-        for k in range(120):
+        for k in range(121):
             src = sorted((scenes_dir / sub).glob("*.png"))[k % 6]
-            os.link(src, root / sub / f"img_{k:03d}.png")
+            if sub == "images" and k == 120:
+                os.mkfifo(root / sub / f"img_{k:03d}.png")
+            else:
+                os.link(src, root / sub / f"img_{k:03d}.png")
     return root
 
 
@@ -675,7 +678,7 @@ def test_llm_ctrl_c_flushes_the_cache_and_exits_130(mv_file, tmp_path):
 def test_llava_loader_joins_image_root_and_finds_every_image(scenes_dir, tmp_path):
     """What LLaVA-1.5's LazySupervisedDataset (v1) does with a record: image_folder / image opens; one <image>
     at the start of the first human turn; turns alternate; no answer holds what breaks its masking."""
-    env = dict(os.environ, PYTHON=sys.executable, DATASET_BASE="/datasets/synthetic_scenes/images")
+    env = dict(os.environ, PYTHON=sys.executable)
     dataset = Path(shutil.copytree(scenes_dir, tmp_path / "ds", symlinks=True))
     shutil.rmtree(dataset / "point_clouds")
     proc = subprocess.run(["bash", str(ROOT / "run_spacesgg.sh"), dataset, tmp_path / "out"], capture_output=True,

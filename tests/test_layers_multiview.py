@@ -1,6 +1,7 @@
 """Stages 1.2 and 1.3 against the layers and relations known by construction."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from conftest import run_script
 from dataengine.scenes import Box, intrinsics, render
 from spacesgg.layers import aggregate_layers
 from spacesgg.multiview import multiview_layers
+from spacesgg.settings import GeometrySettings
 
 VIEWS = ("front", "left", "right", "back")
 
@@ -18,7 +20,8 @@ VIEWS = ("front", "left", "right", "back")
 def _stage12(dataset, out_dir, annotations=None, **kw):
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "layers.json"
-    code = aggregate_layers(annotations or dataset / "annotations.json", dataset / "depth_maps", dataset / "masks", out, **kw)
+    code = aggregate_layers(annotations or dataset / "annotations.json", dataset / "depth_maps", dataset / "masks", out,
+                            GeometrySettings(**kw))
     return code, json.loads(out.read_text())
 
 
@@ -124,9 +127,16 @@ def test_legacy_annotation_form(scenes_dir, tmp_path):
 
 def test_path_rewrite_finds_images(scenes_copy, tmp_path):
     Image.open(scenes_copy / "images" / "scene_002.png").resize((320, 240)).save(scenes_copy / "images" / "scene_002.png")
-    args = ["--input-file", scenes_copy / "annotations.json", "--depth-dir", scenes_copy / "depth_maps",
-            "--mask-dir", scenes_copy / "masks", "--output-file", tmp_path / "o.json"]
-    assert run_script("layers_aggregation.py", *args).returncode == 0       # images not found locally: not checked
+    args = ["--depth-dir", scenes_copy / "depth_maps", "--mask-dir", scenes_copy / "masks", "--output-file", tmp_path / "o.json"]
+    proc = run_script("layers_aggregation.py", "--input-file", scenes_copy / "annotations.json", *args)
+    assert proc.returncode == 1 and "scene_002.png is 320x240 but its depth map is 640x480" in proc.stderr   # relative keys
+    # keys of another machine, depth maps outside the dataset: found only through the prefix rewrite
+    records = json.loads((scenes_copy / "annotations.json").read_text())
+    (tmp_path / "legacy.json").write_text(json.dumps({f"/datasets/synthetic_scenes/{k}": r for k, r in records.items()}))
+    shutil.copytree(scenes_copy / "depth_maps", tmp_path / "depth")
+    args = ["--input-file", tmp_path / "legacy.json", "--depth-dir", tmp_path / "depth", *args[2:]]
+    proc = run_script("layers_aggregation.py", *args)
+    assert proc.returncode == 0 and "6 images were not found" in proc.stderr                          # not checked
     proc = run_script("layers_aggregation.py", *args, "--dataset-base", "/datasets/synthetic_scenes/images",
                       "--data-prefix", scenes_copy / "images")
     assert proc.returncode == 1 and "scene_002.png is 320x240 but its depth map is 640x480" in proc.stderr
@@ -209,7 +219,7 @@ def test_mask_erode_shrinks_masks_by_the_expected_pixels(scenes_dir, tmp_path):
         m = erode(np.asarray(Image.open(scenes_dir / "masks" / obj["mask"])) != 0, 2)
         assert obj["depth"]["pixels"] == int((depth[m] > 0).sum()) < plain[key]["objects"][oid]["depth"]["pixels"]
     mv = multiview_layers(tmp_path / "eroded" / "layers.json", scenes_dir / "point_clouds", scenes_dir / "masks",
-                          tmp_path / "mv.json", mask_erode=2)
+                          tmp_path / "mv.json", GeometrySettings(mask_erode=2))
     assert mv == 0
 
 
