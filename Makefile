@@ -1,4 +1,4 @@
-# Two commands: `make demo` (set-up + the main job on synthetic data) and `make test`.
+# Two commands: `make demo` (set-up + the main job on synthetic data; VERBOSE=1 shows every line) and `make test`.
 # Everything runs in .venv, made by `make setup` from the python3 on PATH (3.10+; SYSTEM_PYTHON=... picks another).
 SYSTEM_PYTHON ?= python3
 VENV := .venv
@@ -23,15 +23,8 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@touch $@
 
-demo: setup  ## synthetic RGB-D scenes -> SpaceSGG training data; grid images -> spatial IDs -> Figure 5 and interventions (random vs trained tiny LLaVA)
-	$(PYTHON) dataengine/make_scenes.py --output-dir $(DATA)/synthetic_scenes
-	PYTHON=$(PYTHON) bash run_spacesgg.sh $(DATA)/synthetic_scenes $(OUT)/spacesgg
-	PYTHON=$(PYTHON) bash dataengine/grid_data.sh $(DATA)/grid_data
-	$(PYTHON) spatial_id/make_tiny_model.py --family llava --output-dir $(DATA)/models/tiny-llava
-	@echo "NOTE: the demo's spatial IDs come from a tiny LLaVA with RANDOM weights; they show the pipeline, not a finding."
-	MODELS="llava-7b=$(DATA)/models/tiny-llava" DEVICE=cpu PYTHON=$(PYTHON) bash spatial_id/small_id_grid.sh $(DATA)/grid_data $(OUT)/grid_id
-	$(PYTHON) spatial_id/fig5.py --id-file $(OUT)/grid_id/llava-7b.pt --text-file $(OUT)/grid_id/llava-7b_text.pt --output $(OUT)/grid_id/fig5.png --sweep-output $(OUT)/grid_id/fig5_layers.png
-	PYTHON=$(PYTHON) bash spatial_id/tiny_spatial_demo.sh $(OUT)/tiny_spatial
+demo: setup  ## synthetic RGB-D scenes -> SpaceSGG training data and inspector; grid images -> spatial IDs -> Figure 5 and interventions (random vs trained tiny LLaVA); ends with a table of outputs
+	$(PYTHON) -m spacesgg.demo --data-dir $(DATA) --output-dir $(OUT) $(if $(filter 1,$(VERBOSE)),--verbose)
 
 test: setup  ## lint (ruff, configured in pyproject.toml), then the test suite
 	@need=""; command -v chromium >/dev/null || need="chromium"; command -v slurmctld >/dev/null || need="$$need slurm-wlm"; \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# SpaceSGG pipeline: a dataset folder -> point clouds, layers, multiview relations -> three LLaVA training files.
-#   bash run_spacesgg.sh DATASET [OUTPUT_DIR]
-# DATASET holds images/, depth_maps/, masks/, annotations.json and K.txt (see README).
+# SpaceSGG pipeline: a dataset folder -> depth layers, multiview relations -> four LLaVA training files.
+# Usage: bash run_spacesgg.sh DATASET [OUTPUT_DIR]
+#   DATASET     holds images/, depth_maps/, masks/, annotations.json and K.txt or intrinsics.json (docs/formats.md)
+#   OUTPUT_DIR  where layers.json, multiview.json, layer.json, between.json, rotation.json, distance.json go
+#               (default DATASET/spacesgg)
 # With BACKEND=openai set OPENAI_API_KEY (and OPENAI_BASE_URL or BASE_URL for vLLM/Ollama).
 # A step that exits 1 (some records failed) lets the next steps run; one that exits 2 or more (a fatal input)
 # stops the pipeline. The exit code is the worst of the steps, and a summary of the steps comes last.
@@ -22,6 +24,9 @@ SEED=${SEED:-0}                            # phrasing and sampling seed
 PYTHON=${PYTHON:-}                         # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/batchkit/wrapper.sh"
+wrapper_args 1 2 "$@"
+require_dir "$1" DATASET
 if [ -z "$PYTHON" ]; then
   if [ -x "$HERE/.venv/bin/python" ]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
 fi

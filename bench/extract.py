@@ -148,8 +148,8 @@ def main(args):
         worker(args)
         return
     from batchkit.errors import UserError
+    from batchkit.models import resolve_device
     from dataengine.grid import make_objects, tile_pair
-    from spatial_id.registry import resolve_device
     from spatial_id.tiny import build_tiny_model
     try:
         args.device = resolve_device(args.device)

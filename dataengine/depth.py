@@ -33,7 +33,7 @@ from batchkit.shards import in_shard, shard_path
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, IMAGE_EXTENSIONS, list_by_stem
 from spacesgg.io import file_digest, image_header, png_provenance, read_photo, warn_photo, write_png
 
-from .models import DEPTH_FAMILIES, DEPTH_MODELS, load, resolve
+from .models import DEPTH_FAMILIES, DEPTH_MODELS, check_available, load, resolve
 
 BATCH_SIZES = {"cpu": 1, "cuda": 8}          # --batch-size auto: on a CPU a larger batch is slower per image
 FOCAL_FAMILIES = ("depth_pro",)              # models that estimate the focal length
@@ -61,6 +61,7 @@ class DepthEstimator:
 
     def __init__(self, choice, device="auto", dtype="auto"):
         import transformers
+        check_available(choice.source, choice.name, "--model DIR (a folder saved with save_pretrained)")
         try:
             check_metric(choice, transformers.AutoConfig.from_pretrained(choice.source))
         except OSError as e:

@@ -32,10 +32,10 @@ from spacesgg.io import file_digest, read_photo, warn_photo
 
 from .models import load, resolve
 
-DETECT_FAMILIES = {"grounding-dino": "GroundingDinoForObjectDetection", "owlv2": "Owlv2ForObjectDetection"}
+DETECT_FAMILIES = {"grounding_dino": "GroundingDinoForObjectDetection", "owlv2": "Owlv2ForObjectDetection"}
 DETECT_MODELS = {
-    "grounding-dino-tiny": ("IDEA-Research/grounding-dino-tiny", "grounding-dino"),
-    "grounding-dino-base": ("IDEA-Research/grounding-dino-base", "grounding-dino"),
+    "grounding-dino-tiny": ("IDEA-Research/grounding-dino-tiny", "grounding_dino"),
+    "grounding-dino-base": ("IDEA-Research/grounding-dino-base", "grounding_dino"),
     "owlv2-base": ("google/owlv2-base-patch16-ensemble", "owlv2"),
     "owlv2-large": ("google/owlv2-large-patch14-ensemble", "owlv2"),
 }
@@ -108,7 +108,7 @@ class Detector:
     def __init__(self, choice, labels, device="auto", dtype="auto"):
         self.choice, self.labels = choice, labels
         self.model, self.processor, self.device, self.dtype_name = load(choice, DETECT_FAMILIES, device, dtype)
-        if choice.family == "grounding-dino":
+        if choice.family == "grounding_dino":
             tokenizer = self.processor.tokenizer
             max_tokens = int(self.model.config.max_text_len)
             self.chunks = []                    # (prompt text, label indices, token span of each label)
@@ -124,7 +124,7 @@ class Detector:
                 self.chunks.append((text, indices, spans))
 
     def _inputs(self, image, text=None):
-        if self.choice.family == "grounding-dino":
+        if self.choice.family == "grounding_dino":
             inputs = self.processor(images=[image], text=text, return_tensors="pt")
         else:
             inputs = self.processor(text=[[OWL_QUERY.format(label) for label in self.labels]], images=[image],

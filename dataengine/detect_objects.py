@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, number, positive_int, run_cli  # noqa: E402
+from batchkit.models import add_device_args  # noqa: E402
 from dataengine.detect import (  # noqa: E402
     DEFAULT_BOX_THRESHOLD,
     DEFAULT_MAX_OBJECTS,
@@ -23,7 +24,6 @@ from dataengine.detect import (  # noqa: E402
     detect_dataset,
     parse_labels,
 )
-from dataengine.models import add_device_args  # noqa: E402
 
 fraction = number(float, 0, 1)
 

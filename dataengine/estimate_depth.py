@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import add_shard_arg, make_parser, positive_float, positive_int, run_cli  # noqa: E402
+from batchkit.models import add_device_args  # noqa: E402
 from dataengine.depth import BATCH_SIZES, estimate_dataset  # noqa: E402
-from dataengine.models import DEPTH_MODELS, add_device_args  # noqa: E402
+from dataengine.models import DEPTH_MODELS  # noqa: E402
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR  # noqa: E402
 
 

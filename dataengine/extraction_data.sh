@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Large grid dataset: all 90 ordered pairs of ten objects, for universal spatial IDs.
-#   bash dataengine/extraction_data.sh [OUTPUT_DIR=data/extraction_data]
-# Every setting below can be overridden from the environment, e.g. SIZES="224 74" bash ...
+# Usage: bash dataengine/extraction_data.sh [OUTPUT_DIR]
+#   OUTPUT_DIR  where the pair folders go (default data/extraction_data in the repository)
+# Every setting can be overridden from the environment, e.g. SIZES="224 74" bash dataengine/extraction_data.sh
 set -euo pipefail
 
 OBJECTS=${OBJECTS:-"backpack fan camel frog dog cake log robot person teapot"}  # every ordered pair of these
@@ -15,6 +16,8 @@ WORKERS=${WORKERS:-2}                                                           
 PYTHON=${PYTHON:-}                                                              # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../batchkit/wrapper.sh"
+wrapper_args 0 1 "$@"
 if [ -z "$PYTHON" ]; then
   if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
 fi

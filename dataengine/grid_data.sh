@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Small grid dataset (2 object pairs) for the Figure 5 spatial IDs.
-#   bash dataengine/grid_data.sh [OUTPUT_DIR=data/grid_data]
-# Every setting below can be overridden from the environment, e.g. SIZES="224 74" bash ...
+# Usage: bash dataengine/grid_data.sh [OUTPUT_DIR]
+#   OUTPUT_DIR  where the pair folders go (default data/grid_data in the repository)
+# Every setting can be overridden from the environment, e.g. SIZES="224 74" bash dataengine/grid_data.sh
 set -euo pipefail
 
 PAIRS=${PAIRS:-"camel_frog dog_teapot"}  # ordered pairs reference_target
@@ -15,6 +16,8 @@ WORKERS=${WORKERS:-2}                    # pairs in parallel
 PYTHON=${PYTHON:-}                       # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../batchkit/wrapper.sh"
+wrapper_args 0 1 "$@"
 if [ -z "$PYTHON" ]; then
   if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
 fi

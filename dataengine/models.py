@@ -2,7 +2,9 @@
 
 Each registry maps an alias to its hub id and family; a family names the
 transformers class that loads it. A local folder (`--model DIR`) is read by
-its config's `model_type`, which must be a family of that registry. Models
+its config's `model_type`, which must be a family of that registry. Family
+names are transformers' model types written with underscores (its
+"grounding-dino" is our grounding_dino): one spelling everywhere. Models
 are loaded with transformers' own classes and processors, as users load them.
 """
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from batchkit.errors import UserError
 from batchkit.files import read_json
-from spatial_id.registry import DEVICES, DTYPES, resolve_device
+from batchkit.models import check_available, resolve_device
 
 DEPTH_FAMILIES = {"depth_anything": "DepthAnythingForDepthEstimation", "depth_pro": "DepthProForDepthEstimation",
                   "zoedepth": "ZoeDepthForDepthEstimation"}
@@ -45,17 +47,11 @@ def resolve(model, registry, families, what):
     config = read_json(path / "config.json", "model config") if (path / "config.json").is_file() else None
     if not isinstance(config, dict):
         raise UserError(f"{path}: no model folder (config.json missing); save one with save_pretrained or use an alias")
-    family = config.get("model_type")
+    family = str(config.get("model_type")).replace("-", "_")
     if family not in families:
         raise UserError(f"{path}: a {family!r} model, which the {what} registry does not hold "
                         f"(families: {', '.join(sorted(families))}); pick a model of one of those")
     return Choice(path.name, str(path.resolve()), family)
-
-
-def add_device_args(p):
-    """--device and --dtype of the front-end CLIs."""
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = cuda if torch sees a GPU, else cpu (default %(default)s)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto", help="auto = float32 on the CPU, float16 on a GPU (default %(default)s)")
 
 
 def torch_dtype(dtype, device):
@@ -68,6 +64,7 @@ def torch_dtype(dtype, device):
 def load(choice, families, device="auto", dtype="auto"):
     """(model, processor, device, dtype name) of a Choice, through transformers' own classes."""
     import transformers
+    check_available(choice.source, choice.name, "--model DIR (a folder saved with save_pretrained)")
     device = resolve_device(device)
     dtype_name, torch_type = torch_dtype(dtype, device)
     model_class = getattr(transformers, families[choice.family])

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Photos without depth or masks -> SpaceSGG training data, in one command:
-#   bash dataengine/real_images.sh DATASET [OUTPUT_DIR]
-# DATASET holds images/ (and, optionally, annotations.json with boxes, e.g. from import_coco.py). Steps:
+# Photos without depth or masks -> SpaceSGG training data, in one command.
+# Usage: bash dataengine/real_images.sh DATASET [OUTPUT_DIR]
+#   DATASET     holds images/ (and, optionally, annotations.json with boxes, e.g. from import_coco.py)
+#   OUTPUT_DIR  where the training files go (default DATASET/spacesgg)
+# Steps:
 # open-vocabulary boxes (only without annotations.json), box-prompted masks, metric depth, then run_spacesgg.sh.
 # A step that exits 1 (some records failed) lets the next run; 2 or more stops. Every step resumes on a rerun.
 set -euo pipefail
@@ -19,6 +21,9 @@ PYTHON=${PYTHON:-}                                                     # interpr
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
+source "$ROOT/batchkit/wrapper.sh"
+wrapper_args 1 2 "$@"
+require_dir "$1/images" "DATASET/images:"
 if [ -z "$PYTHON" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import add_shard_arg, make_parser, run_cli  # noqa: E402
-from dataengine.models import add_device_args  # noqa: E402
+from batchkit.models import add_device_args  # noqa: E402
 from dataengine.segment import SEG_MODELS, segment_annotations  # noqa: E402
 from spacesgg.cli import add_path_rewrite_args  # noqa: E402
 

@@ -140,9 +140,12 @@ BUILDERS = {
     "sam": _sam,
     "sam_hq": _sam_hq,
     "sam2": _sam2,
-    "grounding-dino": _grounding_dino,
+    "grounding_dino": _grounding_dino,
     "owlv2": _owlv2,
 }
+
+
+FAMILIES = tuple(k for k in BUILDERS if k != "depth_anything_relative")     # registry families (the relative variant is a test case)
 
 
 def build_tiny(kind, output_dir, seed=0):

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Join the shards of a SpaceSGG array run (slurm/spacesgg_array.sbatch) into the usual files; refuses a missing
 # or duplicated shard. Run it after the array (sbatch --dependency=afterok:JOBID ... slurm/merge.sh, or by hand).
-#   OUT=/data/coco_val/spacesgg SHARDS=16 bash slurm/merge.sh
+# Usage: OUT=/data/coco_val/spacesgg SHARDS=16 bash slurm/merge.sh
 #SBATCH --job-name=spacesgg-merge
 #SBATCH --time=00:30:00
 set -euo pipefail
+source "${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}/batchkit/wrapper.sh"
+wrapper_args 0 0 "$@"
 
 OUT=${OUT:?set OUT=/path/to/outputs}                # the array's output folder
 SHARDS=${SHARDS:?set SHARDS=N, the array size}      # how many shards the array ran

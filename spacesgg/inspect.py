@@ -60,10 +60,10 @@ _PAGE = _env.from_string("""<!doctype html><html><head><meta charset="utf-8"><ti
 {{ scene }}
 <p>Boxes coloured by depth layer (L1 nearest); grey: not in any layer (rejected).</p>
 {% for view in views %}
-<h2>view {{ view.name }}</h2><p>layers near to far: {% for level in view.levels %}{{ level | join(", ") }}{% if not loop.last %} | {% endif %}{% endfor %}</p>
-<table><tr><th>object</th><th>is</th><th>than / of object</th></tr>
+<details{% if loop.first %} open{% endif %}><summary><b>view {{ view.name }}</b>: layers near to far: {% for level in view.levels %}{{ level | join(", ") }}{% if not loop.last %} | {% endif %}{% endfor %}</summary>
+<table><tr><th>object</th><th>is</th><th>object</th></tr>
 {% for r in view.relations %}<tr><td>{{ r.a }}</td><td{% if not r.words %} class="none"{% endif %}>{{ r.words or "no clear order" }}</td><td>{{ r.b }}</td></tr>
-{% endfor %}</table>
+{% endfor %}</table></details>
 {% endfor %}
 {% for rec in records %}
 <h2>record {{ rec.id }} ({{ rec.prompt_function }})</h2>
@@ -135,6 +135,8 @@ def _relations(data, objects):
     rows = []
     for pair, rel in (data.get("relations") or {}).items():
         a, _, b = str(pair).partition(">")
+        if f"{b}>{a}" in data["relations"] and b < a:
+            continue                                  # each pair once: b>a states the same as a>b, reversed
         words = relation_phrase(rel) if isinstance(rel, list) and len(rel) == 3 and any(rel) else ""
         rows.append({"a": name(a), "words": words, "b": name(b)})
     return rows

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Universal spatial IDs over all pairs of the extraction dataset: per model OUTPUT_BASE/{a}_{b}/{model}.pt,
 # OUTPUT_BASE/{model}.pt (universal), {model}_x.pt and {model}_y.pt. Pairs already extracted are skipped.
-#   bash spatial_id/batch_extraction.sh [IMAGE_BASE=data/extraction_data] [OUTPUT_BASE=embeds/universal_id]
+# Usage: bash spatial_id/batch_extraction.sh [IMAGE_BASE] [OUTPUT_BASE]
+#   IMAGE_BASE   the grid dataset (default data/extraction_data in the repository)
+#   OUTPUT_BASE  where the .pt files go (default embeds/universal_id in the repository)
+# Models are hub aliases, or ALIAS=DIR for a downloaded snapshot (offline):
 #   MODELS="llava-7b=/models/llava-1.5-7b-hf qwen-3b" bash spatial_id/batch_extraction.sh
 set -euo pipefail
 
@@ -14,10 +17,13 @@ QUERY=${QUERY:-}                                                     # question 
 PYTHON=${PYTHON:-}                                                   # interpreter (default: the repository's .venv from make setup, else python3)
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../batchkit/wrapper.sh"
+wrapper_args 0 2 "$@"
 if [ -z "$PYTHON" ]; then
   if [ -x "$HERE/../.venv/bin/python" ]; then PYTHON="$HERE/../.venv/bin/python"; else PYTHON=python3; fi
 fi
 IMAGE_BASE="${1:-$HERE/../data/extraction_data}"
+require_dir "$IMAGE_BASE" IMAGE_BASE
 OUTPUT_BASE="${2:-$HERE/../embeds/universal_id}"
 
 for entry in $MODELS; do

@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import add_shard_arg, make_parser, run_cli
 from batchkit.errors import UserError
+from batchkit.models import resolve_device  # noqa: E402
 from spatial_id.extract import QUERY, Extractor, check_query
 from spatial_id.ids import ALL_LAYERS, compute_ids, made_with, pair_folders, pending_pairs, text_embeddings, text_queries
-from spatial_id.registry import add_model_args, parse_layers, resolve_device, resolve_dtype, resolve_model
+from spatial_id.registry import add_model_args, parse_layers, resolve_dtype, resolve_model
 
 
 def build_parser():

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from batchkit.errors import UserError
+from batchkit.models import check_available, resolve_device
 
-from .registry import FAMILIES, resolve_device, resolve_dtype
+from .registry import FAMILIES, resolve_dtype
 
 QUERY = "Is {b} to the left or right of {a}?"
 
@@ -94,6 +95,8 @@ class Extractor:
     def __init__(self, choice, device="auto", dtype="auto"):
         import transformers
         self.choice = choice
+        check_available(choice.source, choice.name, f"MODELS=\"{choice.name}=DIR\" (wrappers), --model {choice.name}=DIR "
+                                                    "or --model-path DIR (scripts)")
         self.device = resolve_device(device)
         self.dtype_name = resolve_dtype(choice.family, dtype, self.device)
         model_class = getattr(transformers, FAMILIES[choice.family].model_class)

@@ -128,10 +128,33 @@ def draw_fig5(ax, data, text=None, word=UNIVERSAL, layer=None, title_prefix=""):
     ax.set_ylabel("y axis (row, orthonormalised)")
     ax.invert_yaxis()
     control = shuffled_explained(data, word, layer)
-    ax.set_title(f"{title_prefix}{data['meta'].get('model', '')} layer {layer}, {word}\nx/y plane explains "
+    name = title_prefix.rstrip(": ") or data["meta"].get("model", "")      # a label says what the model is
+    ax.set_title(f"{name}, layer {layer}, {word}\nx/y plane explains "
                  f"{explained:.0%} of the variance (shuffled cells: {control:.0%})\n"
                  "text markers at their cosines with the axes, times the IDs' reach", fontsize=9)
     return explained
+
+
+def draw_sweep(ax, datas, labels=None, word=UNIVERSAL):
+    """The x/y plane's explained variance per layer of each ID file, beside its shuffled-cell control; integer layer
+    ticks; returns each file's best (layer, fraction)."""
+    import matplotlib.ticker
+    best = []
+    for data, label in zip(datas, labels or [""] * len(datas)):
+        sweep = explained_by_layer(data, word)
+        name = label or data["meta"].get("model", "")
+        line = ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o", label=f"{name} true cells")[0]
+        ax.plot([s[0] for s in sweep], [shuffled_explained(data, word, s[0]) for s in sweep], marker=".", ls="--",
+                color=line.get_color(), alpha=0.6, label=f"{name} shuffled cells (control)")
+        best.append(max(sweep, key=lambda s: -1 if np.isnan(s[1]) else s[1]))
+    ax.legend(fontsize=8)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("layer (hidden-state index, 0 = embeddings; no point where the IDs have no x/y plane)")
+    ax.set_ylabel("variance in x/y plane")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{word}: explained variance of the x/y plane per layer, beside shuffled cells", fontsize=10)
+    ax.grid(alpha=0.3)
+    return best
 
 
 def write_fig5(id_files, output, text_files=None, word=UNIVERSAL, layer=None, sweep_output=None, labels=None):
@@ -158,21 +181,8 @@ def write_fig5(id_files, output, text_files=None, word=UNIVERSAL, layer=None, sw
     print(f"fig5: wrote {output}")
     if sweep_output:
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        for data, label in zip(datas, labels):
-            sweep = explained_by_layer(data, word)
-            name = label.rstrip(": ") or data["meta"].get("model", "")
-            line = ax.plot([s[0] for s in sweep], [s[1] for s in sweep], marker="o", label=f"{name} true cells")[0]
-            ax.plot([s[0] for s in sweep], [shuffled_explained(data, word, s[0]) for s in sweep], marker=".", ls="--",
-                    color=line.get_color(), alpha=0.6, label=f"{name} shuffled cells (control)")
-            best = max(sweep, key=lambda s: -1 if np.isnan(s[1]) else s[1])
-            print(f"fig5 sweep: {label}best layer {best[0]}: {best[1]:.1%}")
-        ax.legend(fontsize=8)
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_xlabel("layer (hidden-state index, 0 = embeddings; no point where the IDs have no x/y plane)")
-        ax.set_ylabel("variance in x/y plane")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{word}: explained variance of the x/y plane per layer", fontsize=10)
-        ax.grid(alpha=0.3)
+        for (layer, value), label in zip(draw_sweep(ax, datas, [label.rstrip(": ") for label in labels], word), labels):
+            print(f"fig5 sweep: {label}best layer {layer}: {value:.1%}")
         _save(fig, sweep_output)
         print(f"fig5 sweep: wrote {sweep_output}")
     return 0

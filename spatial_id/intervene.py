@@ -37,6 +37,8 @@ def build_parser():
                    help="horizontal: left/right, moves across the reference's column; vertical: above/below, across its "
                         "row (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the control's random vectors (default %(default)s)")
+    p.add_argument("--label", default=None, help="what the model is, for the plot's title, e.g. \"tiny LLaVA, trained\" "
+                                                 "(default: its alias and snapshot)")
     add_model_args(p)
     return p
 
@@ -54,7 +56,8 @@ def main(args):
     results = flip_experiment(Intervener(extractor, args.direction), folders, id_data, layers, template, args.size, cells_from, cells_to,
                               args.batch_size, args.seed)
     meta = {"model": choice.name, "model_path": choice.source, "ids": str(args.ids), "query": template,
-            "direction": args.direction, "pairs": [f.name for f in folders], "dtype": extractor.dtype_name}
+            "direction": args.direction, "pairs": [f.name for f in folders], "dtype": extractor.dtype_name,
+            "label": args.label}
     write_flip_outputs(results, meta, args.output_dir)
     best = max(results.items(), key=lambda kv: (kv[1]["crossing"] - kv[1]["control"]) if kv[1]["n"]["crossing"] else -1)
     print(f"intervene {choice.name}: {len(layers)} layers; largest crossing-minus-control at layer {best[0]}: crossing "

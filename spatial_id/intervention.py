@@ -202,6 +202,14 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
     return {layer: rates(flips[layer]) for layer in layers}
 
 
+def model_label(meta):
+    """What a plot calls its model: the --label given (what the model is), else its alias and where it came from."""
+    if meta.get("label"):
+        return meta["label"]
+    source = str(meta.get("model_path", ""))
+    return f"{meta.get('model', '')} ({Path(source).name if Path(source).is_absolute() else source})"
+
+
 def write_flip_outputs(results, meta, output_dir):
     """interventions.json and interventions.png (flip rate by layer: crossing, not crossing, control)."""
     import matplotlib
@@ -226,7 +234,7 @@ def write_flip_outputs(results, meta, output_dir):
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{meta.get('model', '')}: swapping the target's spatial ID to another cell", fontsize=10)
+    ax.set_title(f"{model_label(meta)}: swapping the target's spatial ID to another cell", fontsize=10)
     with atomic_path(out / "interventions.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

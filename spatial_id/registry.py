@@ -14,6 +14,7 @@ from pathlib import Path
 from batchkit.cli import positive_int
 from batchkit.errors import UserError
 from batchkit.files import read_json
+from batchkit.models import DEVICES, DTYPES
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,6 @@ MODELS = {
 
 MODEL_TYPE_TO_FAMILY = {"llava": "llava", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3",
                         "internvl": "internvl", "mllama": "mllama"}
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -94,16 +93,6 @@ def resolve_dtype(family, dtype, device):
         raise UserError(f"--dtype float16 overflows in {family} models (Qwen2-VL, Qwen2.5-VL and Gemma 3); "
                         "use bfloat16 (GPU) or float32")
     return dtype
-
-
-def resolve_device(device):
-    import torch
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no GPU here; use --device cpu (or auto), "
-                        "or install a CUDA build of torch on a GPU machine")
-    return device
 
 
 MAX_LAYER_INDEX = 1000          # no VLM has this many hidden states; a larger index is a typo, refused before loading

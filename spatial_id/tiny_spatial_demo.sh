@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Spatial IDs that mean something, offline: the committed tiny spatial LLaVA (trained by train_tiny.py) beside a
 # random-weight LLaVA of the same size, on grid images of object pairs the trained model never saw in training.
-#   bash spatial_id/tiny_spatial_demo.sh [OUTPUT_BASE=outputs/tiny_spatial]
+# Usage: bash spatial_id/tiny_spatial_demo.sh [OUTPUT_BASE]
+#   OUTPUT_BASE  where everything goes (default outputs/tiny_spatial in the repository)
 # Writes OUTPUT_BASE/fig5.png (Figure 5, random | trained), fig5_layers.png, and
 # OUTPUT_BASE/{random,trained}/interventions.{json,png} (flip rates of ID swaps by layer).
 set -euo pipefail
@@ -13,6 +14,8 @@ PYTHON=${PYTHON:-}             # interpreter (default: the repository's .venv fr
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
+source "$ROOT/batchkit/wrapper.sh"
+wrapper_args 0 1 "$@"
 MODEL_DIR="${MODEL_DIR:-$HERE/assets/tiny-spatial-llava}"
 if [ -z "$PYTHON" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
@@ -32,7 +35,7 @@ step "held-out grid images" "$PYTHON" "$ROOT/dataengine/make_grid_data.py" --out
 step "random model" "$PYTHON" "$ROOT/spatial_id/make_tiny_model.py" --family llava --output-dir "$OUTPUT_BASE/random_model" \
   --layers "$N_LAYERS" --hidden "$HIDDEN" --image-size "$IMAGE_SIZE"
 for KIND in random trained; do
-  if [ "$KIND" = trained ]; then DIR="$MODEL_DIR"; else DIR="$OUTPUT_BASE/random_model"; fi
+  if [ "$KIND" = trained ]; then DIR="$MODEL_DIR"; LABEL="tiny LLaVA, trained"; else DIR="$OUTPUT_BASE/random_model"; LABEL="tiny LLaVA, random weights"; fi
   step "$KIND: IDs" "$PYTHON" "$ROOT/spatial_id/compute_id.py" --model "llava-7b=$DIR" --image-dir "$DATA_DIR" \
     --output-dir "$OUTPUT_BASE/$KIND" --per-pair --device "$DEVICE"
   step "$KIND: universal IDs" "$PYTHON" "$ROOT/spatial_id/average_id.py" --input-dir "$OUTPUT_BASE/$KIND" \
@@ -41,12 +44,13 @@ for KIND in random trained; do
     --output-dir "$OUTPUT_BASE/$KIND" --device "$DEVICE"
   step "$KIND: interventions" "$PYTHON" "$ROOT/spatial_id/intervene.py" --model "llava-7b=$DIR" \
     --ids "$OUTPUT_BASE/$KIND/llava-7b.pt" --image-dir "$DATA_DIR" --layers "$LAYERS" --device "$DEVICE" \
-    --output-dir "$OUTPUT_BASE/$KIND"
+    --output-dir "$OUTPUT_BASE/$KIND" --label "$LABEL"
 done
 step "Figure 5, random | trained" "$PYTHON" "$ROOT/spatial_id/fig5.py" \
   --id-file "$OUTPUT_BASE/random/llava-7b.pt" "$OUTPUT_BASE/trained/llava-7b.pt" \
   --text-file "$OUTPUT_BASE/random/llava-7b_text.pt" "$OUTPUT_BASE/trained/llava-7b_text.pt" \
-  --labels random trained --output "$OUTPUT_BASE/fig5.png" --sweep-output "$OUTPUT_BASE/fig5_layers.png"
+  --labels "tiny LLaVA, random weights" "tiny LLaVA, trained" --output "$OUTPUT_BASE/fig5.png" \
+  --sweep-output "$OUTPUT_BASE/fig5_layers.png"
 echo "NOTE: Figure 5 alone proves little: the random model's grid-aligned patches already give a tidy x/y plane."
 echo "      The difference is in $OUTPUT_BASE/{random,trained}/interventions.png: swapping the trained model's IDs"
 echo "      across the reference's column flips its answer; the random model's answers do not move."

@@ -765,7 +765,7 @@ def test_stale_masks_follow_new_boxes_and_nothing_current_is_redone(tiny_fronten
     from dataengine.segment import Segmenter
     dataset = _random_photos(tmp_path / "ds")
     boxes, masks = dataset / "annotations.json", tmp_path / "masks.json"
-    detect = ("--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding-dino"],
+    detect = ("--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding_dino"],
               "--box-threshold", 0.0, "--text-threshold", 0.0, "--max-objects", 3, "--device", "cpu")
     segment = ("--dataset-path", dataset, "--input-file", boxes, "--output-file", masks, "--model", tiny_frontend["sam"],
                "--device", "cpu")
@@ -854,7 +854,7 @@ def test_exif_and_16_bit_photos_are_read_in_the_stored_frame_and_warned_once(tin
         lines = [line for line in err.splitlines() if line.startswith("warning:") and "images/" in line]
         assert sorted(("phone.jpg" in line, "deep.png" in line) for line in lines) == [(False, True), (True, False)], err
         return lines
-    warnings_of(detect_cli, "--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding-dino"],
+    warnings_of(detect_cli, "--dataset-path", dataset, "--output-file", boxes, "--model", tiny_frontend["grounding_dino"],
                 "--labels", "chair", "--box-threshold", 0.0, "--text-threshold", 0.0, "--device", "cpu")
     for record in json.loads(boxes.read_text()).values():
         assert record["objects"] and all(o["box"][2] <= 64 and o["box"][3] <= 48 for o in record["objects"].values())
@@ -1014,18 +1014,18 @@ def test_labels_of_any_count_fit_the_detectors_text_length(tiny_frontend, tmp_pa
     label_file.write_bytes(("\ufeff" + "\r\n".join(labels + [labels[0].upper(), "  ", labels[1]]) + "\r\n").encode())
     from dataengine.detect import parse_labels
     assert parse_labels(labels_file=label_file) == labels                # BOM, CRLF, case duplicates, blanks
-    detector = Detector(resolve(str(tiny_frontend["grounding-dino"]), {}, {"grounding-dino": "x"}, "x"), labels, "cpu")
+    detector = Detector(resolve(str(tiny_frontend["grounding_dino"]), {}, {"grounding_dino": "x"}, "x"), labels, "cpu")
     tokenizer, limit = detector.processor.tokenizer, detector.model.config.max_text_len
     assert len(detector.chunks) > 1 and [k for _, indices, _ in detector.chunks for k in indices] == list(range(200))
     assert all(len(tokenizer(text)["input_ids"]) <= limit for text, _, _ in detector.chunks)
     dataset = _random_photos(tmp_path / "ds", ("p0.png",))
     out = dataset / "annotations.json"
-    assert cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding-dino"],
+    assert cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding_dino"],
                "--labels-file", label_file, "--box-threshold", 0.0, "--text-threshold", 0.0, "--device", "cpu") == 0
     found = [o["label"] for r in json.loads(out.read_text()).values() for o in r["objects"].values()]
     assert found and set(found) <= set(labels)
     capsys.readouterr()
-    code = cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding-dino"],
+    code = cli(detect_cli, "--dataset-path", dataset, "--output-file", out, "--model", tiny_frontend["grounding_dino"],
                "--labels", " ".join(["chair"] * 40), "--device", "cpu")
     errors, _ = error_lines(capsys)
     assert code == 2 and len(errors) == 1 and "text length" in errors[0]

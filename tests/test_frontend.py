@@ -236,7 +236,7 @@ def test_masks_are_the_models_best_per_box_each_box_once(family, tiny_frontend, 
 
 # ---- open-vocabulary boxes ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family", ["grounding-dino", "owlv2"])
+@pytest.mark.parametrize("family", ["grounding_dino", "owlv2"])
 def test_detection_boxes_labels_thresholds_and_resume(family, tiny_frontend, tmp_path, monkeypatch, capsys):
     from dataengine.detect import Detector
     dataset = _photos(tmp_path / "ds", sizes=((64, 48), (40, 30)))
@@ -293,7 +293,7 @@ def test_real_images_wrapper_from_photos_to_training_files(tiny_frontend, scenes
     (dataset / "images").mkdir(parents=True)
     for image in sorted((scenes_dir / "images").iterdir())[:3]:
         (dataset / "images" / image.name).write_bytes(image.read_bytes())   # photos only: no depth, masks or boxes
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", DETECT_MODEL=str(tiny_frontend["grounding-dino"]),
+    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", DETECT_MODEL=str(tiny_frontend["grounding_dino"]),
                LABELS="chair, lamp", BOX_THRESHOLD="0.3", SEG_MODEL=str(tiny_frontend["sam"]),
                DEPTH_MODEL=str(tiny_frontend["depth_anything"]), MASK_ERODE="1")
     proc = subprocess.run(["bash", str(ROOT / "dataengine" / "real_images.sh"), dataset, tmp_path / "out"],
