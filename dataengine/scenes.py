@@ -113,7 +113,7 @@ def render(boxes, intr=None, width=WIDTH, height=HEIGHT):
 def to_view(points, view):
     """Rotate points (relative to the scene centre) into a view: x' right, y' down, z' forward.
 
-    Written from DESIGN.md apart from spacesgg.multiview on purpose: it is the tests' independent oracle.
+    Written from docs/formats.md apart from spacesgg.multiview on purpose: it is the tests' independent oracle.
     """
     x, y, z = points[..., 0], points[..., 1], points[..., 2]
     return {"front": (x, y, z), "left": (-z, y, x), "right": (z, y, -x), "back": (-x, y, -z)}[view]
@@ -166,7 +166,7 @@ def dataset_is_current(out_dir, n_scenes, seed, min_objects, max_objects):
 
 
 def write_dataset(out_dir, n_scenes=6, seed=0, min_objects=3, max_objects=6):
-    """Write the DESIGN.md dataset layout, masks, annotations.json and expected.json; returns the paths."""
+    """Write the dataset layout (docs/formats.md), masks, annotations.json and expected.json; returns the paths."""
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
     for sub in ("images", "depth_maps", "masks"):

@@ -1,6 +1,6 @@
 """The annotation file shared by the stages: native and legacy record forms, path rewriting, object masks.
 
-Native record (DESIGN.md): {"depth", "caption", "objects": {id: {"label", "box", "mask"}}, "relations"}.
+Native record (docs/formats.md): {"depth", "caption", "objects": {id: {"label", "box", "mask"}}, "relations"}.
 Legacy record (upstream): object entries keyed by id whose value is a list
 [label, ..., [x0, y0, x1, y1], mask_file], and "caption_annotation" for the caption.
 Legacy records are normalised to the native form when read, because the list

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,6 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from batchkit.cli import run_cli
-from conftest import ROOT
 from dataengine import detect_objects as detect_cli
 from dataengine import estimate_depth as estimate_depth_cli
 from dataengine import import_coco as import_coco_cli
@@ -286,21 +283,3 @@ def test_nms_and_detection_bad_input(tiny_frontend, tmp_path, capsys):
                    "--labels", "cup")
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and needle in errors[0], errors
-
-
-def test_real_images_wrapper_from_photos_to_training_files(tiny_frontend, scenes_dir, tmp_path):
-    dataset = tmp_path / "photos"
-    (dataset / "images").mkdir(parents=True)
-    for image in sorted((scenes_dir / "images").iterdir())[:3]:
-        (dataset / "images" / image.name).write_bytes(image.read_bytes())   # photos only: no depth, masks or boxes
-    env = dict(os.environ, PYTHON=sys.executable, DEVICE="cpu", DETECT_MODEL=str(tiny_frontend["grounding_dino"]),
-               LABELS="chair, lamp", BOX_THRESHOLD="0.3", SEG_MODEL=str(tiny_frontend["sam"]),
-               DEPTH_MODEL=str(tiny_frontend["depth_anything"]), MASK_ERODE="1")
-    proc = subprocess.run(["bash", str(ROOT / "dataengine" / "real_images.sh"), dataset, tmp_path / "out"],
-                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
-    assert proc.returncode in (0, 1), proc.stdout + proc.stderr          # random tiny models: some objects may fail
-    assert "stopped at" not in proc.stderr
-    assert len(list((dataset / "depth_maps").glob("*.png"))) == 3 and (dataset / "annotations.json").is_file()
-    layer = json.loads((tmp_path / "out" / "layer.json").read_text())
-    assert layer and all(Path(dataset / "images" / r["image"]).is_file() for r in layer)
-    assert all((tmp_path / "out" / f"{kind}.json").is_file() for kind in ("between", "rotation"))
