@@ -46,7 +46,9 @@ def build_parser():
     p.add_argument("--box-norm", choices=BOX_NORMS, default="pad", help="pad: boxes of the image padded to a square, as All-Seeing v2 (default); stretch: x by width, y by height")
     p.add_argument("--pairs-per-view", type=positive_int, default=None, help=f"rotation: object pairs asked per view (default {DEFAULT_PAIRS_PER_VIEW})")
     p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS}); distance: facts per image")
-    p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found there)")
+    p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found "
+                        "there); default: the dataset's images/ when the annotation file sits in a dataset folder, else the "
+                        "annotation key (relative keys are relative to the dataset folder)")
     add_path_rewrite_args(p)
     add_shard_arg(p)
     return p

@@ -30,9 +30,9 @@ def atomic_path(path):
         raise UserError(f"{path}: is a folder; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))     # the umask applies, as for open()
-    PENDING.add(str(tmp))
+    PENDING.add(str(tmp))                  # registered before it exists: a SIGTERM in between still removes it
     try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))     # the umask applies, as for open()
         yield tmp
         os.replace(tmp, path)
     except BaseException:

@@ -187,6 +187,9 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
     output_file = check_output_file(shard_path(output_file, shard))      # each shard has its own output and cache
     if image_root and not Path(image_root).is_dir():
         raise UserError(f"--image-root {image_root}: folder not found")
+    if image_root is None and (Path(anno_file).parent / "images").is_dir():
+        image_root = Path(anno_file).parent / "images"            # the annotation file sits in its dataset folder
+        print(f"llm_based_query: image paths relative to {image_root} (the dataset's images/; --image-root to change)")
     stats = Stats()
     options = {k: v for k, v in (("pairs_per_view", pairs_per_view), ("max_qa_pairs", max_qa_pairs)) if v is not None}
     record_shard_settings(output_file, shard, {

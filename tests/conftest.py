@@ -20,6 +20,15 @@ from spacesgg.layers import aggregate_layers  # noqa: E402
 from spacesgg.multiview import multiview_layers  # noqa: E402
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The docs' pages run in the background while the rest of the suite runs: start them now, collect them last."""
+    docs = [item for item in items if item.nodeid.startswith("tests/test_docs.py::test_every_block")]
+    if docs:
+        items[:] = [item for item in items if item not in docs] + docs
+        from test_docs import start_pages
+        start_pages()
+
+
 def run_inprocess(script, *args):
     """Run a repository script's main in this process, as its command line would (no interpreter start-up).
 

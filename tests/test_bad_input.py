@@ -1278,3 +1278,48 @@ def test_depth_of_tiny_wide_and_mixed_images(tiny_frontend, tmp_path, capsys, mo
     capsys.readouterr()
     assert cli(estimate_depth_cli, "--dataset-path", dataset, "--model", tiny_frontend["depth_pro"], "--device", "cpu") == 1
     assert "1 done, 4 skipped" in capsys.readouterr().out
+
+
+# ---- wrappers behave like commands; hub models fail fast offline ----------------------------------------------------
+
+WRAPPERS = [("run_spacesgg.sh", 1), ("dataengine/real_images.sh", 1), ("dataengine/grid_data.sh", 0),
+            ("dataengine/extraction_data.sh", 0), ("spatial_id/small_id_grid.sh", 0), ("spatial_id/batch_extraction.sh", 0),
+            ("spatial_id/tiny_spatial_demo.sh", 0), ("slurm/merge.sh", 0)]
+
+
+@pytest.mark.parametrize("script,required", WRAPPERS, ids=[w[0] for w in WRAPPERS])
+def test_wrappers_print_usage_and_refuse_wrong_arguments_before_running(script, required, tmp_path):
+    def bash(*args):
+        return subprocess.run(["bash", str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=60)
+    for flag in ("-h", "--help"):
+        proc = bash(flag)
+        assert proc.returncode == 0 and "Usage:" in proc.stdout and "Settings" in proc.stdout, proc.stderr
+    wrong = [bash("--bogus"), bash(*["x"] * 3)]                      # an unknown option; one argument too many
+    if required:
+        wrong += [bash(), bash(tmp_path / "no_such_dataset")]         # a missing argument; a missing folder
+    elif script.startswith("spatial_id/") and script != "spatial_id/tiny_spatial_demo.sh":
+        wrong.append(bash(tmp_path / "no_such_grid"))
+    for proc in wrong:
+        assert proc.returncode == 2 and proc.stderr.startswith("error:") and "Usage:" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []            # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize("command", ["compute_id", "wrapper", "estimate_depth"])
+def test_hub_models_fail_fast_and_name_the_offline_form(command, tmp_path, one_pair, monkeypatch):
+    """Offline (the hub out of reach, the model not cached): one line within seconds, not minutes of retries."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), PYTHON=sys.executable, DEVICE="cpu")
+    argv = {"compute_id": [sys.executable, ROOT / "spatial_id" / "compute_id.py", "--model", "llava-7b", "--image-dir",
+                           one_pair, "--output-dir", tmp_path / "ids"],
+            "wrapper": ["bash", ROOT / "spatial_id" / "small_id_grid.sh", one_pair, tmp_path / "ids"],
+            "estimate_depth": [sys.executable, ROOT / "dataengine" / "estimate_depth.py", "--dataset-path", tmp_path,
+                               "--model", "depth-pro"]}[command]
+    if command == "estimate_depth":
+        (tmp_path / "images").mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not in the local model cache" in errors[0] and "HF_HUB_OFFLINE=1" in errors[0]
+    assert ("MODELS=" in errors[0]) if command != "estimate_depth" else ("--model DIR" in errors[0])

@@ -4,13 +4,16 @@ a fresh copy of the repository (the project's .venv linked in); a block the page
 one marked `<!-- docs-test: may exit 1 (why) -->` may end with exit 1 (some records failed, as the page says: tiny
 random models find little to say), never with anything else.
 
-Pages run two at a time, each in its own copy, as a user would run them one after the other in one shell."""
+Each page runs in its own copy, as a user would run it in one shell. The pages start in the background as soon as
+the suite is collected (conftest.py), one at a time on one thread with one CPU thread per process, so they overlap
+the rest of the suite; the tests here, ordered last, collect their results."""
 
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,7 +48,7 @@ def run_page(text, workdir, timeout=900):
     """Run a page's blocks from `workdir`; (exit code, output, the block that was running when it stopped)."""
     env = {"PATH": f"{workdir / '.venv' / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir / ".home"),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MPLBACKEND": "Agg", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(["bash", "-c", page_script(text)], cwd=workdir, env=env, capture_output=True, text=True,
                           timeout=timeout)
     started = re.findall(r"::docs block (\d+)::", proc.stderr)
@@ -71,16 +74,30 @@ def fresh_copy(dest):
     return dest
 
 
+def _run_one(page, root):
+    start = time.perf_counter()
+    work = fresh_copy(Path(tempfile.mkdtemp(prefix=f"{Path(page).stem}-", dir=root)))
+    code, output, block = run_page((ROOT / page).read_text(encoding="utf-8"), work)
+    shutil.rmtree(work, ignore_errors=True)
+    return code, output, block, time.perf_counter() - start
+
+
+_RUNS = {}
+
+
+def start_pages():
+    """Start running every page in the background (once); {page: future of (code, output, block, seconds)}."""
+    if not _RUNS:
+        root = tempfile.mkdtemp(prefix="docs-test-")
+        pool = ThreadPoolExecutor(1)
+        _RUNS.update({page: pool.submit(_run_one, page, root) for page in PAGES})
+        pool.shutdown(wait=False)
+    return _RUNS
+
+
 @pytest.fixture(scope="module")
-def page_runs(tmp_path_factory):
-    """Every page run in its own fresh copy, two at a time: {page: (code, output, block, seconds)}."""
-    def one(page):
-        start = time.perf_counter()
-        work = fresh_copy(tmp_path_factory.mktemp(Path(page).stem))
-        code, output, block = run_page((ROOT / page).read_text(encoding="utf-8"), work)
-        return page, (code, output, block, time.perf_counter() - start)
-    with ThreadPoolExecutor(2) as pool:
-        return dict(pool.map(one, PAGES))
+def page_runs():
+    return {page: future.result() for page, future in start_pages().items()}
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -63,3 +63,28 @@ def test_export_bad_input(mv_file, scenes_dir, tmp_path):
     proc = run_inprocess("spacesgg/export.py", "--records", tmp_path / "bad.json", "--format", "llava", "--output",
                          tmp_path / "o.json")
     assert proc.returncode == 2 and "JSON list of LLaVA records" in proc.stderr
+
+
+def test_records_point_at_real_files_without_image_root(mv_file, scenes_dir, tmp_path):
+    """An annotation file that sits in its dataset folder: records' images are relative to the dataset's images/."""
+    dataset = tmp_path / "ds"
+    dataset.mkdir()
+    (dataset / "images").symlink_to(scenes_dir / "images")
+    (dataset / "multiview.json").write_text(mv_file.read_text())
+    assert query(dataset / "multiview.json", "create_layer_prompt", tmp_path / "layer.json") == 0
+    records = json.loads((tmp_path / "layer.json").read_text())
+    assert records and all((dataset / "images" / r["image"]).is_file() and "/" not in r["image"] for r in records)
+    # elsewhere, relative keys stay relative to the dataset folder: LLaVA's --image_folder is the dataset
+    assert query(mv_file, "create_layer_prompt", tmp_path / "keys.json") == 0
+    assert all((scenes_dir / r["image"]).is_file() for r in json.loads((tmp_path / "keys.json").read_text()))
+
+
+def test_demo_table_lists_only_what_exists(tmp_path):
+    from spacesgg.demo import outputs_table
+    data, out = tmp_path / "data", tmp_path / "out"
+    (out / "spacesgg").mkdir(parents=True)
+    (out / "spacesgg" / "layer.json").write_text(json.dumps([{"id": 1}, {"id": 2}]))
+    (out / "spacesgg" / "between.json").write_text("{torn")
+    rows = dict(outputs_table(data, out))
+    assert list(rows) == [out / "spacesgg" / "layer.json", out / "spacesgg" / "between.json"]
+    assert rows[out / "spacesgg" / "layer.json"].startswith("2 records") and "unreadable" in rows[out / "spacesgg" / "between.json"]
