@@ -15,6 +15,7 @@ import sys
 
 from batchkit.cli import add_shard_arg, make_parser, nonnegative_float, nonnegative_int, positive_float, positive_int, run_cli
 from spacesgg.backends import BACKENDS, LLMSettings
+from spacesgg.benchmark import read_split
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
 from spacesgg.prompt_functions import DEFAULT_MAX_QA_PAIRS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES, PROMPT_FUNCTIONS
@@ -49,6 +50,8 @@ def build_parser():
     p.add_argument("--image-root", default=None, help="write each record's image path as LLaVA's --image_folder joins it: relative to this folder (or the file name found "
                         "there); default: the dataset's images/ when the annotation file sits in a dataset folder, else the "
                         "annotation key (relative keys are relative to the dataset folder)")
+    p.add_argument("--split", default=None, help="FILE:PART, e.g. outputs/benchmark/split.json:train: only the images of that "
+                                                 "part of a split (python -m spacesgg.benchmark), so no benchmark image enters training")
     add_path_rewrite_args(p)
     add_shard_arg(p)
     return p
@@ -61,7 +64,7 @@ def main(args):
                  limit=args.limit, dry_run=args.dry_run, concurrency=args.concurrency, dataset_base=args.dataset_base,
                  data_prefix=args.data_prefix, image_root=args.image_root, box_norm=args.box_norm, seed=args.seed,
                  pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, max_reply_chars=args.max_reply_chars,
-                 shard=args.shard)
+                 shard=args.shard, split=read_split(args.split) if args.split else None)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ KEY_LIKE_RE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 @dataclass
 class Reply:
     text: str
-    tokens: int = 0
+    prompt_tokens: int | None = None        # None: the server sent no usage (unknown, not zero)
+    completion_tokens: int | None = None
+
+    @property
+    def tokens(self):
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
 
 
 class RequestFailed(Exception):
@@ -152,35 +157,32 @@ class OpenAIBackend:
             wait = max(wait, asked)
         return min(wait, s.max_wait)
 
-    async def _create(self, messages):
+    async def _create(self, messages, max_tokens=None):
         s = self.settings
+        extra = {"max_tokens": max_tokens} if max_tokens else {}
         response = await asyncio.wait_for(            # the whole reply, not each read: a dripping reply ends here
-            self.client.chat.completions.create(model=s.model, messages=messages, temperature=s.temperature),
+            self.client.chat.completions.create(model=s.model, messages=messages, temperature=s.temperature, **extra),
             timeout=s.timeout)
-        try:
-            text = response.choices[0].message.content
-            usage = response.usage
-            tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0) if usage else 0
-        except (AttributeError, IndexError, TypeError, KeyError):
-            text = None
-        if not isinstance(text, str):
-            raise MalformedReply("reply without choices[0].message.content")
-        return Reply(redact(text, self.key), tokens)
+        return reply_of(response, self.key)
 
     async def ask(self, request):
+        return await self.chat([{"role": "system", "content": request.system_text()},
+                                {"role": "user", "content": request.user}], request.id)
+
+    async def chat(self, messages, name, max_tokens=None):
+        """One chat completion with retries (see the module docstring); `name` names the request in errors."""
         o, s = self.openai, self.settings
-        messages = [{"role": "system", "content": request.system_text()}, {"role": "user", "content": request.user}]
         last = None
         for attempt in range(s.max_retries + 1):
             try:
-                reply = await self._create(messages)
+                reply = await self._create(messages, max_tokens)
                 _stop_if_cancelled()
                 return reply
             except (o.RateLimitError, o.InternalServerError, o.APITimeoutError, o.APIConnectionError,
                     o.APIResponseValidationError, MalformedReply, asyncio.TimeoutError, ValueError) as e:
                 last = e                                  # ValueError: a body that is not JSON
             except o.APIStatusError as e:
-                raise RequestFailed(f"{request.id}: server answered {e.status_code} ({_short(e, self.key)}); "
+                raise RequestFailed(f"{name}: server answered {e.status_code} ({_short(e, self.key)}); "
                                     f"{_hint(e.status_code)}") from None
             _stop_if_cancelled()
             if attempt < s.max_retries:
@@ -188,10 +190,31 @@ class OpenAIBackend:
         if isinstance(last, o.APIConnectionError) and not isinstance(last, o.APITimeoutError):
             raise ServerUnreachable(f"cannot reach {self.base_url} ({_short(last, self.key)}) after {s.max_retries + 1} "
                                     "attempts; is the server running and --base-url right? Rerun to resume")
-        raise RequestFailed(f"{request.id}: {_describe(last, o, self.key)} after {s.max_retries + 1} attempts")
+        raise RequestFailed(f"{name}: {_describe(last, o, self.key)} after {s.max_retries + 1} attempts")
 
     async def close(self):
         await self.client.close()
+
+
+def _count(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def reply_of(response, key=None):
+    """The Reply of a chat completion (an object of the openai package, or the same as a dict): its text, redacted of
+    anything like the key, and its usage, prompt and completion tokens apart (None where the server sent none)."""
+    def get(obj, name):
+        return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    try:
+        text = get(get(get(response, "choices")[0], "message"), "content")
+    except (AttributeError, IndexError, TypeError, KeyError):
+        text = None
+    if not isinstance(text, str):
+        raise MalformedReply("reply without choices[0].message.content")
+    usage = get(response, "usage")
+    prompt = _count(get(usage, "prompt_tokens")) if usage is not None else None
+    completion = _count(get(usage, "completion_tokens")) if usage is not None else None
+    return Reply(redact(text, key), prompt, completion)
 
 
 def _short(error, key=None):

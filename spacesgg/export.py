@@ -29,6 +29,7 @@ from batchkit.batch import Tally, report
 from batchkit.cli import make_parser, run_cli
 from batchkit.errors import RecordError, UserError
 from batchkit.files import atomic_path, check_output_file, dumps, read_json, write_json
+from spacesgg.benchmark import read_split
 from spacesgg.io import image_header, stored_frame_png, warn_photo
 
 FORMATS = ("llava", "sharegpt", "openai-jsonl", "parquet")
@@ -119,8 +120,8 @@ def write_parquet(path, records):
         pq.write_table(table, tmp)
 
 
-def export(files, fmt, output, image_root=None):
-    """Write the records of `files` in `fmt` to `output`; returns the exit code."""
+def export(files, fmt, output, image_root=None, split=None):
+    """Write the records of `files` in `fmt` to `output` (only those of the `split` keys' images); returns the exit code."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     output = check_output_file(output, "--output")
@@ -128,6 +129,10 @@ def export(files, fmt, output, image_root=None):
         raise UserError(f"--image-root {image_root}: folder not found")
     records = load_records(files)
     tally = Tally(f"export {fmt}")
+    if split is not None:                    # records carry the image path; the split, annotation keys: match by file
+        names = {Path(k).name for k in split}
+        kept = [r for r in records if Path(str(r.get("image", ""))).name in names]
+        tally.skipped, records = len(records) - len(kept), kept
     converted = []
     convert = {"llava": lambda r, path, root: r, "sharegpt": sharegpt, "openai-jsonl": openai_chat,
                "parquet": lambda r, path, root: r}[fmt]
@@ -160,11 +165,13 @@ def build_parser():
     p.add_argument("--format", required=True, choices=FORMATS, help="the output format (see above)")
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument("--image-root", default=None, help="the folder the records' image paths are relative to (LLaVA's --image_folder)")
+    p.add_argument("--split", default=None, help="FILE:PART, e.g. outputs/benchmark/split.json:train: only records of that part's "
+                                                 "images (matched by file name), so no benchmark image enters training")
     return p
 
 
 def main(args):
-    return export(args.records, args.format, args.output, args.image_root)
+    return export(args.records, args.format, args.output, args.image_root, read_split(args.split) if args.split else None)
 
 
 if __name__ == "__main__":

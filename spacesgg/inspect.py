@@ -31,7 +31,7 @@ from spacesgg.annotations import image_stem, load_annotations, rewrite_path
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.io import image_header, stored_frame_png, warn_photo
 from spacesgg.prompt_functions.base import relation_phrase
-from spacesgg.tags import BOX_RE, PRED_RE, REF_RE
+from spacesgg.tags import BOX_RE, PRED_RE, REF_RE, pixel_box
 
 LAYER_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c")
 UNLAYERED = "#808080"
@@ -83,16 +83,6 @@ _INDEX = _env.from_string("""<!doctype html><html><head><meta charset="utf-8"><t
 
 
 TAG_PARTS_RE = re.compile(f"(?P<ref>{REF_RE.pattern})|(?P<pred>{PRED_RE.pattern})|(?P<box>{BOX_RE.pattern})")
-
-
-def pixel_box(nbox, width, height, mode="pad"):
-    """A 0..999 box of the tags back to image pixels (the inverse of tags.normalise_box)."""
-    x1, y1, x2, y2 = (v / 999 for v in nbox)
-    if mode == "stretch":
-        return [x1 * width, y1 * height, x2 * width, y2 * height]
-    side = max(width, height)
-    ox, oy = (side - width) // 2, (side - height) // 2
-    return [x1 * side - ox, y1 * side - oy, x2 * side - ox, y2 * side - oy]
 
 
 def _box(box, colour, label):

@@ -170,7 +170,7 @@ def image_path(key, dataset_base, data_prefix, image_root):
 def query(anno_file, prompt_function, output_file, backend="template", settings=LLMSettings(), limit=None,
           dry_run=False, concurrency=DEFAULT_CONCURRENCY, dataset_base=None, data_prefix=None, image_root=None,
           box_norm="pad", seed=0, pairs_per_view=None, max_qa_pairs=None, max_reply_chars=DEFAULT_MAX_REPLY_CHARS,
-          shard=None):
+          shard=None, split=None):
     """Run stage 2; returns the exit code (1 if any record or request failed, or nothing could be written)."""
     name = resolve_prompt_function(prompt_function)
     if name not in PROMPT_FUNCTIONS:
@@ -196,9 +196,12 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
         "stage": "llm_based_query", "input": input_name(anno_file), "prompt_function": name, "backend": backend,
         "model": "template" if backend == "template" else settings.model, "temperature": settings.temperature,
         "seed": seed, "box_norm": box_norm, "limit": limit, "dry_run": dry_run, "image_root": image_root,
-        "dataset_base": dataset_base, "data_prefix": data_prefix, "max_reply_chars": max_reply_chars, **options})
+        "dataset_base": dataset_base, "data_prefix": data_prefix, "max_reply_chars": max_reply_chars,
+        "split": sorted(split) if split is not None else None, **options})
     records = {k: r for k, r in load_annotations(anno_file, allow_empty=shard is not None).items()
-               if in_shard(k, shard)}
+               if in_shard(k, shard) and (split is None or k in split)}
+    if split is not None:
+        print(f"llm_based_query: {len(records)} images of the split", flush=True)
     requests = build_requests(records, name, stats, box_norm=box_norm, seed=seed, **options)
     if limit is not None:
         requests = requests[:limit]

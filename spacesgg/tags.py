@@ -33,6 +33,16 @@ def normalise_box(box, width, height, mode="pad"):
     return (clip(xs[0]), clip(ys[0]), clip(xs[1]), clip(ys[1]))
 
 
+def pixel_box(nbox, width, height, mode="pad"):
+    """A 0..999 box of the tags back to image pixels (the inverse of normalise_box, to its rounding)."""
+    x1, y1, x2, y2 = (v / 999 for v in nbox)
+    if mode == "stretch":
+        return [x1 * width, y1 * height, x2 * width, y2 * height]
+    side = max(width, height)
+    ox, oy = (side - width) // 2, (side - height) // 2       # the same whole-pixel offset as expand2square
+    return [x1 * side - ox, y1 * side - oy, x2 * side - ox, y2 * side - oy]
+
+
 def box_text(nbox):
     return "<box>[[{}, {}, {}, {}]]</box>".format(*nbox)
 

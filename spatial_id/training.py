@@ -10,7 +10,9 @@ in memory and sent through the processor exactly as the tools send files.
 
 Each example asks "Is {b} to the left or right of {a}?" or "Is {b} above or
 below {a}?", and the loss has, besides the answer right after the prompt
-(only where the columns, or rows, differ), two next-token terms:
+(only where the columns, or rows, differ: the answer word, a token of its own,
+then the end of the answer, so that greedy generation says "left" and stops,
+as any VLM would be read), two next-token terms:
 - at each object's word, that object's cell token: the model must name the
   cell as soon as it reads the word, so the word's state carries the
   position, and the answer, which needs both positions, reads them from the
@@ -69,6 +71,7 @@ class TrainSettings:
     word_loss: float = 1.0         # weight of the next-token terms at the object words and image patches
     weight_decay: float = 0.01
     linear_cells: bool = True      # cell tokens read out linearly (fixed lm-head rows, see cell_readout)
+    answer_words: bool = True      # the answer is a whole word (a token of its own) and then the end of the answer
     eval_images: int = 4000        # held-out images the reported accuracy is measured on (a seeded sample)
     workers: int = 2               # processes rendering and processing images (no effect on the weights)
 
@@ -154,24 +157,29 @@ def answer_index(direction, target, reference):
     return int(target[axis] > reference[axis])
 
 
-def batch_inputs(prompts, examples, directions, pixel_values):
-    """Model inputs and loss targets (answer, b's cell, a's cell) for examples with their directions."""
+def batch_inputs(prompts, examples, directions, pixel_values, with_answers=False):
+    """Model inputs and loss targets (answer, b's cell, a's cell) for examples with their directions.
+
+    `with_answers`: the answer word follows the prompt where it is defined (for the end-of-answer target).
+    """
     rows = [prompts.get(a, b, d) for (a, b, *_), d in zip(examples, directions)]
-    length = max(len(r["ids"]) for r in rows)
+    answer = [answer_index(d, t, ref) for (_, _, t, ref, _), d in zip(examples, directions)]
+    seqs = [torch.cat([r["ids"], torch.tensor([r["answers"][x]])]) if with_answers and x is not None else r["ids"]
+            for r, x in zip(rows, answer)]
+    length = max(len(q) for q in seqs)
     pad = prompts.tok.pad_token_id
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for k, r in enumerate(rows):
-        ids[k, :len(r["ids"])] = r["ids"]
-        mask[k, :len(r["ids"])] = 1
-    last = mask.sum(dim=1) - 1
+    for k, q in enumerate(seqs):
+        ids[k, :len(q)] = q
+        mask[k, :len(q)] = 1
+    last = torch.tensor([len(r["ids"]) - 1 for r in rows])
     image_positions = (ids == prompts.image_token).nonzero()[:, 1].view(len(rows), -1)   # patches in raster order
     names = torch.full(image_positions.shape, -100, dtype=torch.long)
     grid = round(image_positions.shape[1] ** 0.5)
     for k, (a, b, t, ref, _) in enumerate(examples):
         names[k, ref[1] * grid + ref[0]] = prompts.names[a]
         names[k, t[1] * grid + t[0]] = prompts.names[b]
-    answer = [answer_index(d, t, ref) for (_, _, t, ref, _), d in zip(examples, directions)]
     return {
         "inputs": {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values},
         "last": last,
@@ -184,13 +192,24 @@ def batch_inputs(prompts, examples, directions, pixel_values):
     }
 
 
-def losses(model, batch):
-    """(total loss, answer accuracy where defined) of one batch."""
+def losses(model, batch, eos=None):
+    """(answer loss, word loss, two-way answer accuracy where defined) of one batch.
+
+    With `eos` (the answer-words design) the answer loss is the next-token loss over the whole vocabulary of the
+    answer word after the prompt and of the end of the answer after it; else the two-way choice of the first tokens.
+    """
     logits = model(**batch["inputs"], use_cache=False).logits
     rows = torch.arange(logits.shape[0])
     pair = logits[rows, batch["last"]].gather(1, batch["answer_pair"])          # [B, 2]: the two answers' logits
     defined = batch["answer"] >= 0
-    answer_loss = torch.nn.functional.cross_entropy(pair[defined], batch["answer"][defined])
+    if eos is None:
+        answer_loss = torch.nn.functional.cross_entropy(pair[defined], batch["answer"][defined])
+    else:
+        word = batch["answer_pair"][defined].gather(1, batch["answer"][defined, None])[:, 0]
+        after = batch["last"][defined] + 1
+        answer_loss = (torch.nn.functional.cross_entropy(logits[rows[defined], batch["last"][defined]], word)
+                       + torch.nn.functional.cross_entropy(logits[rows[defined], after],
+                                                           torch.full_like(word, eos))) / 2
     word_loss = (torch.nn.functional.cross_entropy(logits[rows, batch["b"]], batch["b_cell"])
                  + torch.nn.functional.cross_entropy(logits[rows, batch["a"]], batch["a_cell"])) / 2
     patches = logits[rows[:, None], batch["image_positions"]]                   # [B, P, V]
@@ -217,8 +236,9 @@ def build(settings, objects):
     from .tiny import BUILDERS
     torch.manual_seed(settings.seed)
     cells = [cell_token(i, j) for j in range(GRID) for i in range(GRID)]
+    answers = [w for d in sorted(DIRECTIONS) for w in DIRECTIONS[d]["answers"]] if settings.answer_words else []
     model, processor = BUILDERS["llava"](settings.layers, settings.hidden, settings.image_size, patch=settings.patch,
-                                         words=objects, added_tokens=cells, vision_hidden=settings.vision_hidden,
+                                         words=objects, added_tokens=cells + answers, vision_hidden=settings.vision_hidden,
                                          vision_layers=settings.vision_layers, tokenizer_size=480)
     tok = processor.tokenizer
     for name in objects:
@@ -289,6 +309,29 @@ def accuracy(model, prompts, examples, pixel_values, batch_size=256):
     return out
 
 
+@torch.no_grad()
+def generated_accuracy(model, prompts, examples, pixel_values, batch_size=256):
+    """{direction: accuracy} of the greedy answer (exactly the right word, then the end) where it is defined."""
+    model.eval()
+    tok, out = prompts.tok, {}
+    for direction in DIRECTIONS:
+        words = DIRECTIONS[direction]["answers"]
+        keep = [k for k, (_, _, t, r, _) in enumerate(examples) if answer_index(direction, t, r) is not None]
+        right = 0
+        for start in range(0, len(keep), batch_size):
+            idx = keep[start:start + batch_size]
+            batch = batch_inputs(prompts, [examples[k] for k in idx], [direction] * len(idx), pixel_values[idx])
+            inputs = dict(batch["inputs"])
+            ids = inputs["input_ids"]                                  # left-pad for generation: prompts end together
+            order = torch.argsort((inputs["attention_mask"] == 0).int(), dim=1, stable=True, descending=True)
+            inputs["input_ids"], inputs["attention_mask"] = ids.gather(1, order), inputs["attention_mask"].gather(1, order)
+            new = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+            texts = tok.batch_decode(new[:, ids.shape[1]:], skip_special_tokens=True)
+            right += sum(text.strip() == words[int(x)] for text, x in zip(texts, batch["answer"]))
+        out[direction] = right / len(keep)
+    return out
+
+
 def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
     """(model, processor, record): a trained tiny LLaVA and what training.json records about it."""
     torch.manual_seed(settings.seed)
@@ -308,11 +351,12 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
                                                  * 0.5 * (1 + np.cos(np.pi * min(step, settings.steps) / settings.steps)))
     model.train()
     bar = tqdm(range(settings.steps), desc="training", unit="step")
+    eos = processor.tokenizer.eos_token_id if settings.answer_words else None
     for step in bar:
         idx = rng.integers(len(pool), size=settings.batch_size)
         directions = [sorted(DIRECTIONS)[k] for k in rng.integers(len(DIRECTIONS), size=settings.batch_size)]
-        batch = batch_inputs(prompts, [pool[k] for k in idx], directions, pixels[idx])
-        answer_loss, word_loss, acc = losses(model, batch)
+        batch = batch_inputs(prompts, [pool[k] for k in idx], directions, pixels[idx], with_answers=eos is not None)
+        answer_loss, word_loss, acc = losses(model, batch, eos)
         loss = answer_loss + settings.word_loss * word_loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -331,15 +375,18 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
                                                                                     replace=False))]
     held_pixels = process(processor, grid_images, held, settings.workers, desc="held-out images")
     measured = accuracy(model, prompts, held, held_pixels)
+    generated = generated_accuracy(model, prompts, held, held_pixels) if settings.answer_words else None
     repo = Path(__file__).resolve().parents[1]
     shown = objects_dir.resolve().relative_to(repo) if objects_dir.resolve().is_relative_to(repo) else objects_dir.resolve()
     record = {"settings": asdict(settings), "objects": objects, "objects_dir": str(shown),
               "training_pairs": [list(p) for p in train_pairs], "heldout_pairs": [list(p) for p in heldout],
               "grid": GRID, "cell": CELL, "sizes": list(SIZES), "query": DIRECTIONS["horizontal"]["query"],
               "queries": {d: v["query"] for d, v in DIRECTIONS.items()},
-              "accuracy": {"heldout": measured, "heldout_images": len(held),
+              "accuracy": {"heldout": measured, "heldout_generated": generated, "heldout_images": len(held),
                            "note": "reference-balanced grid images of the held-out pairs, every size; the answer "
-                                   "counted where the two objects are in different columns (rows)"},
+                                   "counted where the two objects are in different columns (rows); heldout: the "
+                                   "choice between the two answers' tokens, heldout_generated: the greedy answer, "
+                                   "exactly the word"},
               "train_seconds": round(train_seconds, 1)}
     return model, processor, record
 
