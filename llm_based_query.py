@@ -9,6 +9,10 @@ integers 0..999 (image padded to a square first unless --box-norm stretch).
 --backend openai asks the server at --base-url (or OPENAI_BASE_URL) with the
 key from OPENAI_API_KEY; answers are cached in OUT.cache.jsonl so a rerun
 resumes, and replies that fail validation twice go to OUT.rejects.json.
+Tokens (prompt and completion apart) and, with --price-in/--price-out, the
+cost go to the summary and OUT.json.usage.json; --dry-run counts them before
+a run is paid for. --backend openai-batch / batch-file send the same requests
+by batch inference (half price on OpenAI; vllm run-batch on your GPUs).
 """
 
 import sys
@@ -17,9 +21,10 @@ from batchkit.cli import add_shard_arg, make_parser, nonnegative_float, nonnegat
 from spacesgg.backends import BACKENDS, LLMSettings
 from spacesgg.benchmark import read_split
 from spacesgg.cli import add_path_rewrite_args
-from spacesgg.llm_query import DEFAULT_CONCURRENCY, query
+from spacesgg.llm_query import DEFAULT_CONCURRENCY, DEFAULT_POLL, BatchSettings, query
 from spacesgg.prompt_functions import DEFAULT_MAX_QA_PAIRS, DEFAULT_MAX_REPLY_CHARS, DEFAULT_PAIRS_PER_VIEW, PROMPT_ALIASES, PROMPT_FUNCTIONS
 from spacesgg.tags import BOX_NORMS
+from spacesgg.usage import Prices
 
 LLM = LLMSettings()        # the defaults, defined once in spacesgg.backends
 
@@ -31,7 +36,9 @@ def build_parser():
                    help="layer descriptions, comparative QA (create_comparative_prompt is the same), rotation conversations or metric distance QA")
     p.add_argument("--output-file", required=True, help="LLaVA JSON list to write (atomically)")
     p.add_argument("--backend", choices=list(BACKENDS), default="template",
-                   help="template: offline answers from the geometry (default); openai: any OpenAI-compatible server")
+                   help="template: offline answers from the geometry (default); openai: any OpenAI-compatible server; "
+                        "openai-batch: the same requests through the OpenAI Batch API (rerun to collect); batch-file: "
+                        "Batch-format request files for any server (vllm run-batch), ingested with --batch-output")
     p.add_argument("--model", default=LLM.model, help="model name on the server (openai backend; default %(default)s)")
     p.add_argument("--base-url", default=None, help="server URL, e.g. http://127.0.0.1:8000/v1 for vLLM (default: OPENAI_BASE_URL, else OpenAI)")
     p.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY, help="requests in flight at once (default %(default)s)")
@@ -43,7 +50,17 @@ def build_parser():
     p.add_argument("--temperature", type=nonnegative_float, default=LLM.temperature, help="sampling temperature (openai backend; default %(default)g)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phrasing and pair choices; same seed, same output (default %(default)s)")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N requests, for trials")
-    p.add_argument("--dry-run", action="store_true", help="write the prompts (system, user, question) instead of asking")
+    p.add_argument("--dry-run", action="store_true", help="write the prompts (system, user, question) instead of asking, and "
+                                                          "count the requests, tokens and cost still to pay for (sends nothing)")
+    p.add_argument("--max-tokens", type=positive_int, default=LLM.max_tokens,
+                   help="completion tokens at most per request, sent to the server; a dry run's upper bound (default %(default)s)")
+    p.add_argument("--price-in", type=nonnegative_float, default=None, help="USD per million prompt tokens, for the cost in the summary and OUT.json.usage.json")
+    p.add_argument("--price-out", type=nonnegative_float, default=None, help="USD per million completion tokens")
+    p.add_argument("--tokenizer", default=None, help="dry run: a local tokenizer folder (transformers) for exact prompt token counts")
+    p.add_argument("--batch-dir", default=None, help="batch backends: where the request files go (default OUT.json.batches/)")
+    p.add_argument("--batch-output", nargs="+", default=[], help="batch-file: result files in the Batch output format to ingest")
+    p.add_argument("--wait", action="store_true", help="openai-batch: poll (with backoff) until every batch is done, then write the records")
+    p.add_argument("--poll", type=positive_float, default=DEFAULT_POLL, help="openai-batch --wait: seconds before the first poll, doubling up to 300 (default %(default)g)")
     p.add_argument("--box-norm", choices=BOX_NORMS, default="pad", help="pad: boxes of the image padded to a square, as All-Seeing v2 (default); stretch: x by width, y by height")
     p.add_argument("--pairs-per-view", type=positive_int, default=None, help=f"rotation: object pairs asked per view (default {DEFAULT_PAIRS_PER_VIEW})")
     p.add_argument("--max-qa-pairs", type=positive_int, default=None, help=f"comparative: relations given to the LLM per image (default {DEFAULT_MAX_QA_PAIRS}); distance: facts per image")
@@ -59,12 +76,15 @@ def build_parser():
 
 def main(args):
     settings = LLMSettings(model=args.model, base_url=args.base_url, timeout=args.timeout, max_retries=args.max_retries,
-                           backoff=args.backoff, max_wait=args.max_wait, temperature=args.temperature)
+                           backoff=args.backoff, max_wait=args.max_wait, temperature=args.temperature,
+                           max_tokens=args.max_tokens)
     return query(args.anno_file, args.prompt_function, args.output_file, backend=args.backend, settings=settings,
                  limit=args.limit, dry_run=args.dry_run, concurrency=args.concurrency, dataset_base=args.dataset_base,
                  data_prefix=args.data_prefix, image_root=args.image_root, box_norm=args.box_norm, seed=args.seed,
                  pairs_per_view=args.pairs_per_view, max_qa_pairs=args.max_qa_pairs, max_reply_chars=args.max_reply_chars,
-                 shard=args.shard, split=read_split(args.split) if args.split else None)
+                 shard=args.shard, split=read_split(args.split) if args.split else None,
+                 prices=Prices(args.price_in, args.price_out), tokenizer=args.tokenizer,
+                 batch=BatchSettings(args.batch_dir, tuple(args.batch_output), args.wait, args.poll))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SpaceSGG pipeline: a dataset folder -> depth layers, multiview relations -> four LLaVA training files.
+# SpaceSGG pipeline: a dataset folder -> depth layers, multiview relations -> four LLaVA training files
+# (and, with VAL_FRACTION, a held-out benchmark whose images stay out of them).
 # Usage: bash run_spacesgg.sh DATASET [OUTPUT_DIR]
 #   DATASET     holds images/, depth_maps/, masks/, annotations.json and K.txt or intrinsics.json (docs/formats.md)
 #   OUTPUT_DIR  where layers.json, multiview.json, layer.json, between.json, rotation.json, distance.json go
@@ -16,6 +17,7 @@ ANNOTATIONS=${ANNOTATIONS:-}               # the annotation file (default DATASE
 DATASET_BASE=${DATASET_BASE:-}             # annotation key prefix to replace (optional)
 MASK_ERODE=${MASK_ERODE:-0}                # shrink masks by this many pixels before reading depth (estimated depth: 2-4)
 IMAGE_ROOT=${IMAGE_ROOT:-}                 # LLaVA's --image_folder; records' "image" is relative to it (default DATASET/images)
+VAL_FRACTION=${VAL_FRACTION:-0}            # share of images held out as a benchmark in OUTPUT_DIR/benchmark/, never in training; 0: none
 BACKEND=${BACKEND:-template}               # stage 2 answers: template (offline) or openai
 MODEL=${MODEL:-gpt-4o-mini}                # LLM name on the server (openai backend)
 BASE_URL=${BASE_URL:-}                     # OpenAI-compatible server URL (default: OPENAI_BASE_URL, else OpenAI)
@@ -59,6 +61,12 @@ step "3/7 multiview_layers: relations from four views" \
   --mask-dir "$DATASET/masks" --output-file "$OUT/multiview.json" --mask-erode "$MASK_ERODE" ${REWRITE[@]+"${REWRITE[@]}"}
 
 LLM=(--backend "$BACKEND" --model "$MODEL" --concurrency "$CONCURRENCY" --seed "$SEED" --image-root "$IMAGE_ROOT")
+if [ "$VAL_FRACTION" != 0 ]; then
+  step "benchmark: hold out $VAL_FRACTION of the images" env PYTHONPATH="$HERE" "$PYTHON" -m spacesgg.benchmark \
+    --anno-file "$OUT/multiview.json" --output-dir "$OUT/benchmark" --image-root "$IMAGE_ROOT" --val-fraction "$VAL_FRACTION" \
+    --seed "$SEED" ${REWRITE[@]+"${REWRITE[@]}"}
+  LLM+=(--split "$OUT/benchmark/split.json:train")
+fi
 if [ -n "$BASE_URL" ]; then LLM+=(--base-url "$BASE_URL"); fi
 n=4
 for kind in layer between rotation distance; do

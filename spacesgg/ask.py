@@ -29,15 +29,14 @@ from batchkit.cli import make_parser, positive_float, positive_int, run_cli
 from batchkit.errors import RecordError, UserError
 from batchkit.files import check_input_dir, check_output_file
 from batchkit.models import DEVICES, DTYPES
-
-from .annotations import load_annotations
-from .backends import LLMSettings, OpenAIBackend, RequestFailed, ServerUnreachable
-from .benchmark import QUALITATIVE, write_jsonl
-from .io import read_photo, stored_frame_png
-from .llm_query import Cache
-from .prompt_functions.base import direction
-from .score import read_jsonl
-from .tags import box_text, normalise_box, ref_tag
+from spacesgg.annotations import load_annotations
+from spacesgg.backends import LLMSettings, OpenAIBackend, RequestFailed, run_requests
+from spacesgg.benchmark import QUALITATIVE, write_jsonl
+from spacesgg.io import read_photo, stored_frame_png
+from spacesgg.llm_query import Cache
+from spacesgg.prompt_functions.base import direction
+from spacesgg.score import read_jsonl
+from spacesgg.tags import box_text, normalise_box, ref_tag
 
 ASK_BACKENDS = ("openai", "local", "template")
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -128,29 +127,18 @@ def _ask_openai(todo, settings, image_root, cache, concurrency, max_tokens, tall
 
         async def one(item, key):
             async with semaphore:
-                content = [{"type": "image_url", "image_url": {"url": data_uri(_image_file(item, image_root))}},
+                try:
+                    path = _image_file(item, image_root)
+                except RecordError as e:
+                    raise RequestFailed(str(e)) from None
+                content = [{"type": "image_url", "image_url": {"url": data_uri(path)}},
                            {"type": "text", "text": item["question"]}]
                 reply = await backend.chat([{"role": "user", "content": content}], item["id"], max_tokens)
                 cache.add({"key": key, "id": item["id"], "prediction": reply.text,
                            "usage": [reply.prompt_tokens, reply.completion_tokens]})
                 tally.done += 1
 
-        tasks = [asyncio.create_task(one(item, key)) for item, key in todo]
-        try:
-            with tqdm(total=len(tasks), desc="ask", unit="q") as bar:
-                for future in asyncio.as_completed(tasks):
-                    try:
-                        await future
-                    except (RequestFailed, RecordError) as e:
-                        tally.fail(str(e))
-                    bar.update()
-        except ServerUnreachable as e:
-            raise UserError(str(e)) from None
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await backend.close()
+        await run_requests([one(item, key) for item, key in todo], backend, lambda e: tally.fail(str(e)), "ask", "q")
     asyncio.run(run())
 
 

@@ -34,6 +34,7 @@ class LLMSettings:
     backoff: float = 1.0              # the first retry's upper bound; doubles per attempt
     max_wait: float = 60.0            # cap on any wait, Retry-After included
     temperature: float = 0.7
+    max_tokens: int | None = 1024     # completion tokens at most per request (sent to the server; a dry run's upper bound)
 
 
 MAX_BACKOFF = 60.0
@@ -64,10 +65,17 @@ class ServerUnreachable(Exception):
     """No connection to the server after retries; the run stops (a rerun resumes)."""
 
 
+def request_messages(request):
+    """The chat messages of a stage-2 request: the prompt function's system prompt, the same for all its requests, first
+    and byte-identical (servers with prefix caching reuse it), then the image's own context."""
+    return [{"role": "system", "content": request.system_text()}, {"role": "user", "content": request.user}]
+
+
 class TemplateBackend:
     """Writes the answers from the geometry itself, with seeded, varied phrasing."""
 
     name = "template"
+    batch = False
 
     def __init__(self, settings=None, seed=0):
         self.seed = seed
@@ -130,6 +138,7 @@ class OpenAIBackend:
     """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp) via the openai package."""
 
     name = "openai"
+    batch = False
 
     def __init__(self, settings, seed=0):
         import openai
@@ -166,8 +175,7 @@ class OpenAIBackend:
         return reply_of(response, self.key)
 
     async def ask(self, request):
-        return await self.chat([{"role": "system", "content": request.system_text()},
-                                {"role": "user", "content": request.user}], request.id)
+        return await self.chat(request_messages(request), request.id, self.settings.max_tokens)
 
     async def chat(self, messages, name, max_tokens=None):
         """One chat completion with retries (see the module docstring); `name` names the request in errors."""
@@ -217,6 +225,29 @@ def reply_of(response, key=None):
     return Reply(redact(text, key), prompt, completion)
 
 
+async def run_requests(coroutines, backend, on_failed, desc="requests", unit="req"):
+    """Run the request coroutines (each bounded by its caller's semaphore) with a progress bar; a RequestFailed is
+    `on_failed(error)` and the rest go on; an unreachable server stops the run with one line. Whatever happens
+    (Ctrl-C included), what is in flight is cancelled and the backend closed before returning."""
+    from tqdm import tqdm
+    tasks = [asyncio.create_task(c) for c in coroutines]
+    try:
+        with tqdm(total=len(tasks), desc=desc, unit=unit) as bar:
+            for future in asyncio.as_completed(tasks):
+                try:
+                    await future
+                except RequestFailed as e:
+                    on_failed(e)
+                bar.update()
+    except ServerUnreachable as e:
+        raise UserError(str(e)) from None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.close()
+
+
 def _short(error, key=None):
     text = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
     return redact(text, key)
@@ -239,4 +270,26 @@ def _hint(status):
             400: "the server refused the request; check --model"}.get(status, "see the server's log")
 
 
-BACKENDS = {"template": TemplateBackend, "openai": OpenAIBackend}
+class BatchBackend:
+    """The same requests as the openai backend, answered by batch inference (spacesgg.batches): its records are the
+    openai backend's, since the replies are the same."""
+
+    batch = True
+
+    def __init__(self, settings, seed=0):
+        self.settings, self.model = settings, settings.model
+
+    def describe(self):
+        return f"{self.name} backend, model {self.model}"
+
+
+class OpenAIBatchBackend(BatchBackend):
+    name = "openai-batch"
+
+
+class BatchFileBackend(BatchBackend):
+    name = "batch-file"
+
+
+BACKENDS = {"template": TemplateBackend, "openai": OpenAIBackend, "openai-batch": OpenAIBatchBackend,
+            "batch-file": BatchFileBackend}

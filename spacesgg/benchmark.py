@@ -27,12 +27,11 @@ from batchkit.batch import Tally, map_records, report
 from batchkit.cli import make_parser, number, positive_int, run_cli
 from batchkit.errors import RecordError, Skipped, UserError
 from batchkit.files import atomic_path, check_input_dir, dumps, read_json, write_json
-
-from .annotations import ImagePaths, check_label, load_annotations
-from .cli import add_path_rewrite_args
-from .llm_query import image_path
-from .prompt_functions.base import DIRECTIONS, direction
-from .tags import normalise_box, ref_tag
+from spacesgg.annotations import ImagePaths, check_label, load_annotations
+from spacesgg.cli import add_path_rewrite_args
+from spacesgg.llm_query import image_path
+from spacesgg.prompt_functions.base import DIRECTIONS, direction
+from spacesgg.tags import normalise_box, ref_tag
 
 QUALITATIVE = {"left_right": (0, ("left", "right")), "above_below": (1, ("above", "below")),
                "front_behind": (2, ("in front", "behind"))}

@@ -33,11 +33,18 @@ class Step:
 def steps(data, out, python=sys.executable):
     """The demo's steps, in order (paths as given: relative ones from the repository root)."""
     scenes, grid, models = data / "synthetic_scenes", data / "grid_data", data / "models"
-    sgg = out / "spacesgg"
+    sgg, bench, tiny = out / "spacesgg", out / "spacesgg" / "benchmark", out / "tiny_spatial"
+    grid_bench = out / "grid_benchmark"
     return [
         Step("synthetic RGB-D scenes", [python, "dataengine/make_scenes.py", "--output-dir", scenes]),
-        Step("SpaceSGG stages 1 and 2 (template answers, offline)", ["bash", "run_spacesgg.sh", scenes, sgg],
-             {"PYTHON": python}),
+        Step("SpaceSGG stages 1 and 2 (template answers, offline), half the images held out as a benchmark",
+             ["bash", "run_spacesgg.sh", scenes, sgg], {"PYTHON": python, "VAL_FRACTION": "0.5"}),
+        Step("the benchmark asked: template answers from the geometry", [
+            python, "-m", "spacesgg.ask", "--benchmark", bench / "benchmark.jsonl", "--image-root", scenes / "images",
+            "--output", bench / "template.jsonl", "--backend", "template", "--anno-file", sgg / "multiview.json"]),
+        Step("... and scored (a sanity check: anything below 100% is a bug)", [
+            python, "-m", "spacesgg.score", "--benchmark", bench / "benchmark.jsonl", "--predictions",
+            bench / "template.jsonl", "--output", bench / "template.scores.json"]),
         Step("inspector pages", [python, "-m", "spacesgg.inspect", "--anno-file", sgg / "multiview.json", "--records",
                                  *(sgg / f"{k}.json" for k in ("layer", "between", "rotation", "distance")),
                                  "--output-dir", sgg / "inspect", "--image-root", scenes / "images"]),
@@ -50,7 +57,17 @@ def steps(data, out, python=sys.executable):
                               out / "grid_id" / "llava-7b_text.pt", "--labels", "tiny LLaVA, random weights",
                               "--output", out / "grid_id" / "fig5.png", "--sweep-output", out / "grid_id" / "fig5_layers.png"]),
         Step("random vs trained tiny LLaVA: Figure 5 and interventions", ["bash", "spatial_id/tiny_spatial_demo.sh",
-                                                                          out / "tiny_spatial"], {"PYTHON": python}),
+                                                                          tiny], {"PYTHON": python}),
+        Step("a benchmark of their held-out grid images", [python, "-m", "spacesgg.benchmark", "--from-grid",
+                                                             tiny / "heldout_grid", "--output-dir", grid_bench]),
+        *[Step(f"asked: the {name} tiny LLaVA, greedy answers", [
+            python, "-m", "spacesgg.ask", "--benchmark", grid_bench / "benchmark.jsonl", "--image-root", tiny / "heldout_grid",
+            "--output", grid_bench / f"{name}.jsonl", "--backend", "local", "--model", f"llava-7b={folder}", "--device", "cpu",
+            "--batch-size", "64", "--max-new-tokens", "4"]) for name, folder in
+          (("trained", ROOT / "spatial_id" / "assets" / "tiny-spatial-llava"), ("random", tiny / "random_model"))],
+        *[Step(f"scored: the {name} one", [python, "-m", "spacesgg.score", "--benchmark", grid_bench / "benchmark.jsonl",
+                                           "--predictions", grid_bench / f"{name}.jsonl", "--output",
+                                           grid_bench / f"{name}.scores.json"]) for name in ("trained", "random")],
     ]
 
 
@@ -61,9 +78,22 @@ def _records(path):
         return "unreadable"
 
 
+def _scores(path):
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        types = result["types"]
+        parts = [f"qualitative accuracy {result['qualitative_accuracy']:.0%}"] if "qualitative_accuracy" in result else []
+        parts += [f"{kind} success_25 {t['success_25']:.0%}" for kind, t in types.items() if t.get("success_25") is not None][:1]
+        parts += [f"scene-graph recall {t['recall']:.0%}" for kind, t in types.items() if t.get("recall") is not None]
+        unparsed = sum(t["unparsed"] for t in types.values())
+        return ", ".join(parts + ([f"{unparsed} answers unparsed"] if unparsed else []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
 def outputs_table(data, out):
     """(path, what it is) of the demo's outputs that exist."""
-    sgg, tiny = out / "spacesgg", out / "tiny_spatial"
+    sgg, tiny, grid_bench = out / "spacesgg", out / "tiny_spatial", out / "grid_benchmark"
     rows = [
         (data / "synthetic_scenes", lambda p: f"{len(list((p / 'images').glob('*.png')))} synthetic RGB-D scenes, "
                                               "true geometry in expected.json"),
@@ -73,11 +103,19 @@ def outputs_table(data, out):
         (sgg / "rotation.json", lambda p: f"{_records(p)}: rotation conversations"),
         (sgg / "distance.json", lambda p: f"{_records(p)}: metric distance QA"),
         (sgg / "inspect" / "index.html", lambda p: "inspector: open in a browser"),
+        (sgg / "benchmark" / "benchmark.jsonl", lambda p: f"{len(p.read_text().splitlines())} benchmark questions about "
+                                                          "held-out images (split.json beside it)"),
+        (sgg / "benchmark" / "template.scores.json", lambda p: f"template answers scored: {_scores(p)}"),
         (out / "grid_id" / "fig5.png", lambda p: "Figure 5, tiny LLaVA with random weights (its IDs mean nothing)"),
         (tiny / "fig5.png", lambda p: "Figure 5, random | trained tiny LLaVA, side by side"),
         (tiny / "fig5_layers.png", lambda p: "their x/y plane per layer, beside shuffled cells"),
         (tiny / "random" / "interventions.png", lambda p: "ID swaps: random model (answers do not move)"),
         (tiny / "trained" / "interventions.png", lambda p: "ID swaps: trained model (answers flip across the reference)"),
+        (tiny / "trained" / "steering.png", lambda p: "steering with universal IDs: the trained model's answer follows"),
+        (tiny / "random" / "steering.png", lambda p: "steering with universal IDs: the random model's does not"),
+        (tiny / "trained" / "in_between" / "in_between.png", lambda p: "steered toward every cell: the answer rate per cell"),
+        (grid_bench / "trained.scores.json", lambda p: f"held-out grid benchmark, trained tiny LLaVA: {_scores(p)}"),
+        (grid_bench / "random.scores.json", lambda p: f"held-out grid benchmark, random tiny LLaVA: {_scores(p)}"),
     ]
     return [(path, what(path)) for path, what in rows if path.exists()]
 

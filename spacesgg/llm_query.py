@@ -1,8 +1,10 @@
 """Stage 2: prompts from the stage-1 geometry, answers from a backend, LLaVA conversation records.
 
 Files beside OUT.json: OUT.json.cache.jsonl (one line per answered request,
-appended as answers arrive, so a killed run resumes without asking again) and
-OUT.json.rejects.json (replies that failed validation twice, with the reason).
+appended as answers arrive, so a killed run resumes without asking again, with
+the server's token usage), OUT.json.rejects.json (replies that failed
+validation twice, with the reason), OUT.json.usage.json (requests, prompt and
+completion tokens, cost) and, for batch inference, OUT.json.batches.json.
 A cached answer is validated again on every run: one that fails today's checks
 is asked again. A line torn by a kill is skipped, and the next run starts its
 entries on a fresh line.
@@ -13,9 +15,8 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from batchkit.batch import DEBUG, describe, report, traceback_text
 from batchkit.errors import RecordError, Skipped, UserError
@@ -23,10 +24,21 @@ from batchkit.files import check_output_file, dumps, write_json
 from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 
 from .annotations import check_key, check_rewrite_flags, load_annotations, rewrite_path
-from .backends import BACKENDS, LLMSettings, RequestFailed, ServerUnreachable
+from .backends import BACKENDS, LLMSettings, request_messages, run_requests
+from .batches import BatchState, Ingest, run_batch_files, run_openai_batches
 from .prompt_functions import DEFAULT_MAX_REPLY_CHARS, PROMPT_ALIASES, PROMPT_FUNCTIONS, check_reply, conversation, resolve_prompt_function
+from .usage import Prices, TokenCounter, add_usage, estimate, summarise, usage_line, write_usage
 
 DEFAULT_CONCURRENCY = 8
+DEFAULT_POLL = 30.0          # seconds before the first poll of a pending batch with --wait (then doubling)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    batch_dir: str | None = None      # where input files go (default OUT.json.batches/)
+    outputs: tuple = ()               # batch-file: result files to ingest
+    wait: bool = False                # openai-batch: poll until every batch is done
+    poll: float = DEFAULT_POLL
 
 
 class Cache:
@@ -77,14 +89,15 @@ def request_key(model, request):
 
 class Stats:
     def __init__(self):
-        self.asked = self.cached = self.answered = self.rejected = self.failed = self.tokens = 0
+        self.asked = self.cached = self.answered = self.rejected = self.failed = 0
         self.bad_records = 0
+        self.usage = ""                        # the tokens and cost of the output's answers (usage_line)
         self.start = time.perf_counter()
 
     def line(self):
         return (f"llm_based_query: {self.asked} asked, {self.cached} cached, {self.answered} answered, "
-                f"{self.rejected} rejected, {self.failed} failed, {self.bad_records} bad records, {self.tokens} tokens "
-                f"in {time.perf_counter() - self.start:.1f}s")
+                f"{self.rejected} rejected, {self.failed} failed, {self.bad_records} bad records"
+                + (f", {self.usage}" if self.usage else "") + f" in {time.perf_counter() - self.start:.1f}s")
 
 
 def build_requests(records, prompt_function, stats, **options):
@@ -115,37 +128,27 @@ async def _answer_all(requests, backend, cache, concurrency, stats, on_reject, m
 
     async def one(request, key):
         async with semaphore:
-            reason = None
+            reason, usage = None, None
+            chars = sum(len(m["content"]) for m in request_messages(request))
             for _ in range(2):                                    # a reply that fails validation is asked once more
                 reply = await backend.ask(request)
-                stats.tokens += reply.tokens
+                usage = add_usage(usage, reply)                   # every attempt is paid for
                 reason, _turns = check_reply(request, reply.text, max_chars)
                 if reason is None:
-                    cache.add({"key": key, "id": request.id, "status": "ok", "reply": reply.text, "tokens": reply.tokens})
+                    cache.add({"key": key, "id": request.id, "status": "ok", "reply": reply.text, "usage": usage,
+                               "prompt_chars": chars})
                     stats.answered += 1
                     return
-            cache.add({"key": key, "id": request.id, "status": "rejected", "reply": reply.text, "reason": reason})
+            cache.add({"key": key, "id": request.id, "status": "rejected", "reply": reply.text, "reason": reason,
+                       "usage": usage, "prompt_chars": chars})
             stats.rejected += 1
             on_reject(request, reason)
 
+    def failed(error):
+        stats.failed += 1
+        report(f"error: {error}")
     stats.asked = len(requests)
-    tasks = [asyncio.create_task(one(r, k)) for r, k in requests]
-    try:
-        with tqdm(total=len(tasks), desc="requests", unit="req") as bar:
-            for future in asyncio.as_completed(tasks):
-                try:
-                    await future
-                except RequestFailed as e:
-                    stats.failed += 1
-                    report(f"error: {e}")
-                bar.update()
-    except ServerUnreachable as e:
-        raise UserError(str(e)) from None
-    finally:                                     # stop what is in flight (Ctrl-C, a dead server) before closing
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await backend.close()
+    await run_requests([one(r, k) for r, k in requests], backend, failed)
 
 
 def image_path(key, dataset_base, data_prefix, image_root):
@@ -170,8 +173,11 @@ def image_path(key, dataset_base, data_prefix, image_root):
 def query(anno_file, prompt_function, output_file, backend="template", settings=LLMSettings(), limit=None,
           dry_run=False, concurrency=DEFAULT_CONCURRENCY, dataset_base=None, data_prefix=None, image_root=None,
           box_norm="pad", seed=0, pairs_per_view=None, max_qa_pairs=None, max_reply_chars=DEFAULT_MAX_REPLY_CHARS,
-          shard=None, split=None):
-    """Run stage 2; returns the exit code (1 if any record or request failed, or nothing could be written)."""
+          shard=None, split=None, prices=Prices(), tokenizer=None, batch=None):
+    """Run stage 2; returns the exit code (1 if any record or request failed, or nothing could be written).
+
+    `batch` (BatchSettings) drives the batch backends: where input files go, result files to ingest, --wait.
+    """
     name = resolve_prompt_function(prompt_function)
     if name not in PROMPT_FUNCTIONS:
         raise UserError(f"unknown prompt function {prompt_function!r}; choose one of "
@@ -197,7 +203,7 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
         "model": "template" if backend == "template" else settings.model, "temperature": settings.temperature,
         "seed": seed, "box_norm": box_norm, "limit": limit, "dry_run": dry_run, "image_root": image_root,
         "dataset_base": dataset_base, "data_prefix": data_prefix, "max_reply_chars": max_reply_chars,
-        "split": sorted(split) if split is not None else None, **options})
+        "max_tokens": settings.max_tokens, "split": sorted(split) if split is not None else None, **options})
     records = {k: r for k, r in load_annotations(anno_file, allow_empty=shard is not None).items()
                if in_shard(k, shard) and (split is None or k in split)}
     if split is not None:
@@ -205,16 +211,10 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
     requests = build_requests(records, name, stats, box_norm=box_norm, seed=seed, **options)
     if limit is not None:
         requests = requests[:limit]
-    if dry_run:
-        write_json(output_file, [{"id": r.id, "image": r.image, "system": r.system_text(), "user": r.user,
-                                  "question": r.question} for r in requests])
-        print(f"llm_based_query: dry run, {len(requests)} prompts written to {output_file}")
-        return 1 if stats.bad_records or not requests else 0
-
-    engine = BACKENDS[backend](settings, seed=seed)
-    print(f"llm_based_query: {len(requests)} requests for {name}, {engine.describe()}", flush=True)
-    cache = Cache(f"{output_file}.cache.jsonl" if engine.name != "template" else None)
-    keyed = [(r, request_key(engine.model, r)) for r in requests]
+    engine = BACKENDS[backend](settings, seed=seed) if not dry_run else None
+    model = "template" if backend == "template" else settings.model
+    cache = Cache(f"{output_file}.cache.jsonl" if backend != "template" else None)
+    keyed = [(r, request_key(model, r)) for r in requests]
     todo = []
     for request, key in keyed:
         entry = cache.entries.get(key)
@@ -223,11 +223,47 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
         if entry is None:
             todo.append((request, key))
     stats.cached = len(keyed) - len(todo)
+    if dry_run:
+        cache.close()
+        write_json(output_file, [{"id": r.id, "image": r.image, "system": r.system_text(), "user": r.user,
+                                  "question": r.question} for r in requests])
+        print(f"llm_based_query: dry run, {len(requests)} prompts written to {output_file}")
+        if backend != "template":
+            found = estimate([request_messages(r) for r, _ in todo], list(cache.entries.values()),
+                             TokenCounter(tokenizer, cache.entries.values()), settings.max_tokens or 0, prices)
+            write_json(f"{output_file}.estimate.json", {"prompt_function": name, "model": model, **found})
+            print(f"llm_based_query: dry run of {name}: {found['requests']} requests still to ask ({stats.cached} "
+                  f"cached), {found['prompt_tokens']} prompt tokens ({found['prompt_tokens_from']}), "
+                  f"{found['completion_tokens']} completion tokens expected ({found['completion_tokens_from']})"
+                  + (f", ${found['cost_usd']:.4f} at ${prices.price_in:g} / ${prices.price_out:g} per million tokens"
+                     if found["cost_usd"] is not None else ", no cost without --price-in and --price-out"), flush=True)
+        return 1 if stats.bad_records or not requests else 0
+
+    print(f"llm_based_query: {len(requests)} requests for {name}, {engine.describe()}", flush=True)
+    on_reject = lambda request, reason: report(f"rejected: {request.id}: {reason}")  # noqa: E731
     try:
-        asyncio.run(_answer_all(todo, engine, cache, concurrency, stats,
-                                lambda request, reason: report(f"rejected: {request.id}: {reason}"), max_reply_chars))
+        if engine.batch:
+            batch = batch or BatchSettings()
+            state = BatchState(f"{output_file}.batches.json")
+            ingest = Ingest({k: r for r, k in keyed}, cache, state, max_reply_chars, settings.max_retries, stats, on_reject)
+            folder = Path(batch.batch_dir) if batch.batch_dir else Path(f"{output_file}.batches")
+            if backend == "batch-file":
+                finished = run_batch_files(keyed, settings, cache, state, ingest, folder, batch.outputs,
+                                           settings.max_retries, stats)
+            else:
+                finished = run_openai_batches(keyed, settings, cache, state, ingest, folder, settings.max_retries, stats,
+                                              batch.wait, batch.poll)
+            if not finished:
+                print(stats.line())
+                return 1 if stats.failed or stats.bad_records else 0
+        else:
+            asyncio.run(_answer_all(todo, engine, cache, concurrency, stats, on_reject, max_reply_chars))
     finally:
         cache.close()
+    if backend != "template":
+        summary = summarise([cache.entries[k] for _, k in keyed if k in cache.entries], stats.asked, prices)
+        stats.usage = usage_line(summary)
+        write_usage(f"{output_file}.usage.json", name, model, backend, summary, prices)
 
     out, rejects = [], []
     for request, key in keyed:
@@ -246,7 +282,8 @@ def query(anno_file, prompt_function, output_file, backend="template", settings=
             report(f"error: {e}")
             continue
         out.append({"id": request.id, "image": image, "conversations": conversation(turns),
-                    "prompt_function": name, "backend": engine.name, "model": engine.model, **request.extra})
+                    "prompt_function": name, "backend": "openai" if engine.batch else engine.name, "model": engine.model,
+                    **request.extra})
     write_json(output_file, out)
     write_json(f"{output_file}.rejects.json", rejects)
     print(stats.line())

@@ -34,10 +34,9 @@ from batchkit.batch import Tally, printable
 from batchkit.cli import make_parser, run_cli
 from batchkit.errors import UserError
 from batchkit.files import write_json
-
-from .benchmark import QUALITATIVE, QUANTITATIVE, TYPES
-from .prompt_functions.base import DIRECTIONS
-from .tags import PRED_RE, REF_RE, pixel_box
+from spacesgg.benchmark import QUALITATIVE, QUANTITATIVE, TYPES
+from spacesgg.prompt_functions.base import DIRECTIONS
+from spacesgg.tags import PRED_RE, REF_RE, pixel_box
 
 UNITS = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0, "cm": 0.01, "centimetre": 0.01,
          "centimetres": 0.01, "centimeter": 0.01, "centimeters": 0.01, "mm": 0.001, "millimetre": 0.001,

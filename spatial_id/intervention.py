@@ -60,9 +60,10 @@ class Intervener:
         return answer_token_ids(self.ex.tokenizer, text, words, self.ex._add_special(text), self.ex.choice.name)
 
     @contextmanager
-    def shifted(self, rows, positions, layer, deltas):
+    def shifted(self, rows, positions, layer, deltas, relative=False):
         """Within the block, the forward adds deltas[B, D] to the states at (rows, positions) at hidden-state index
-        `layer` (0 = embeddings entering the decoder, k = output of decoder layer k, the last = after the norm)."""
+        `layer` (0 = embeddings entering the decoder, k = output of decoder layer k, the last = after the norm);
+        `relative`: each delta is first multiplied by the norm of the state it is added to."""
         ex = self.ex
         final = ex.num_hidden_states(True) - 1
         if deltas is None:
@@ -71,7 +72,10 @@ class Intervener:
 
         def shift(h):
             h = h.clone()
-            h[rows, positions] += deltas.to(h.device, h.dtype)
+            d = deltas.to(h.device, h.dtype)
+            if relative:
+                d = d * h[rows, positions].float().norm(dim=-1, keepdim=True).to(h.dtype)
+            h[rows, positions] += d
             return h
 
         if layer == 0:
@@ -90,14 +94,14 @@ class Intervener:
             handle.remove()
 
     @torch.inference_mode()
-    def logits(self, inputs, target, layer, deltas=None, answer_ids=None):
+    def logits(self, inputs, target, layer, deltas=None, answer_ids=None, relative=False):
         """Tensor[B, 2]: the logits of the two answers after each row's prompt, with deltas[B, D] (or None) added to
-        the target's state at hidden-state index `layer`."""
+        the target's state at hidden-state index `layer` (times that state's norm with `relative`)."""
         ex = self.ex
         inputs = {k: v.to(ex.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         lengths = inputs["attention_mask"].sum(dim=1)
         rows = torch.arange(lengths.shape[0], device=lengths.device)
-        with self.shifted(rows, lengths - target.tail, layer, deltas):
+        with self.shifted(rows, lengths - target.tail, layer, deltas, relative):
             logits = ex.model(**inputs, use_cache=False).logits
         return logits[rows, lengths - 1].float()[:, answer_ids].cpu()
 
@@ -148,6 +152,25 @@ def load_ids(path, extractor, word="universal"):
     return data
 
 
+def image_jobs(intervener, folders, query_template, size=None):
+    """(pair facts, image path, the target's cell, the reference's cell) of every image of one size (default: the
+    largest) of the pair folders; the pair facts (prompt, target position, answer tokens, its cells, the size) are
+    worked out once per pair."""
+    ex, jobs = intervener.ex, []
+    for folder in folders:
+        a, b, entries = read_pair(folder)
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        query = query_template.format(a=a, b=b)
+        text = ex.prompt(query, with_image=True)
+        pair = {"text": text, "target": ex.target_position(text, query, b), "answers": intervener.answer_ids(text),
+                "grid_cells": sorted({(c[0], c[1]) for _, c in entries}),
+                "chosen": size or max(c[2] for _, c in entries)}
+        for (path, cell), image in zip(entries, manifest["images"]):
+            if cell[2] == pair["chosen"]:
+                jobs.append((pair, path, (cell[0], cell[1]), tuple(image["reference"]["cell"])))
+    return jobs
+
+
 def flip_experiment(intervener, folders, id_data, layers, query_template, size=None, cells_from=None, cells_to=None,
                     batch_size=16, seed=0, word="universal"):
     """{layer: rates} over the pair folders' images of one size (random design: the manifest's reference cell)."""
@@ -160,19 +183,7 @@ def flip_experiment(intervener, folders, id_data, layers, query_template, size=N
             raise UserError(f"layer {layer} is not in the ID file (layers {id_data['layers'][0]}..{id_data['layers'][-1]})")
     tables = {layer: id_data["ids"][word][id_data["layers"].index(layer)].float() for layer in layers}
     flips = {layer: {"crossing": [], "not_crossing": [], "control": []} for layer in layers}
-    jobs = []                                    # (prompt facts, image path, its cell, the reference's cell)
-    for folder in folders:
-        a, b, entries = read_pair(folder)
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
-        query = query_template.format(a=a, b=b)
-        text = ex.prompt(query, with_image=True)
-        pair = {"text": text, "target": ex.target_position(text, query, b), "answers": intervener.answer_ids(text),
-                "grid_cells": sorted({(c[0], c[1]) for _, c in entries}),
-                "chosen": size or max(c[2] for _, c in entries)}
-        for (path, cell), image in zip(entries, manifest["images"]):
-            here = (cell[0], cell[1])
-            if cell[2] == pair["chosen"] and (not cells_from or here == cells_from):
-                jobs.append((pair, path, here, tuple(image["reference"]["cell"])))
+    jobs = [job for job in image_jobs(intervener, folders, query_template, size) if not cells_from or job[2] == cells_from]
     step = max(1, batch_size // 2)
     for pair, path, here, ref in tqdm(jobs, desc="images", unit="image"):
         text, target, answers, chosen = pair["text"], pair["target"], pair["answers"], pair["chosen"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchkit.cli import make_parser, positive_int, run_cli
+from batchkit.cli import make_parser, nonnegative_int, positive_int, run_cli
 from batchkit.files import read_json
 from spatial_id.training import MIN_ACCURACY, TrainSettings, save_trained, train, trained_with
 
@@ -32,6 +32,9 @@ def build_parser():
     p.add_argument("--output-dir", required=True, help="folder for the model, processor and training.json (new or empty)")
     p.add_argument("--seed", type=int, default=defaults["seed"], help="seed of weights, data and held-out pairs (default %(default)s)")
     p.add_argument("--steps", type=positive_int, default=defaults["steps"], help="optimiser steps (default %(default)s)")
+    p.add_argument("--answer-steps", type=nonnegative_int, default=defaults["answer_steps"],
+                   help="steps of the second phase, where the output layer learns to write the whole answer word and "
+                        "stop (0: none; default %(default)s)")
     p.add_argument("--pool", type=positive_int, default=defaults["pool"],
                    help="distinct training images, rendered and processed once (default %(default)s)")
     p.add_argument("--eval-images", type=positive_int, default=defaults["eval_images"],
@@ -43,8 +46,8 @@ def build_parser():
 
 
 def main(args):
-    settings = TrainSettings(seed=args.seed, steps=args.steps, pool=args.pool, eval_images=args.eval_images,
-                             workers=args.workers)
+    settings = TrainSettings(seed=args.seed, steps=args.steps, answer_steps=args.answer_steps, pool=args.pool,
+                             eval_images=args.eval_images, workers=args.workers)
     out = Path(args.output_dir)
     if trained_with(out, settings):
         record = read_json(out / "training.json", "training record")
@@ -53,10 +56,11 @@ def main(args):
         model, processor, record = train(settings, args.objects_dir)
         save_trained(model, processor, record, out)
         print(f"train_tiny: trained in {record['train_seconds']:.0f} s ({settings.steps} steps); saved to {out}")
-    acc = record["accuracy"]["heldout"]
+    acc, said = record["accuracy"]["heldout"], record["accuracy"].get("heldout_generated")
     print(f"train_tiny: held-out accuracy left/right {acc['horizontal']:.1%}, above/below {acc['vertical']:.1%} on "
-          f"{len(record['heldout_pairs'])} unseen pairs")
-    if min(acc.values()) < MIN_ACCURACY:
+          f"{len(record['heldout_pairs'])} unseen pairs" + (f"; answered in words (greedy): {said['horizontal']:.1%}, "
+                                                           f"{said['vertical']:.1%}" if said else ""))
+    if min([*acc.values(), *(said or {}).values()]) < MIN_ACCURACY:
         print(f"warning: {out}: held-out accuracy under {MIN_ACCURACY:.0%}; the model has not learned the task "
               "(train longer: --steps, into another folder)", file=sys.stderr)
         return 1

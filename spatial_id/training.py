@@ -10,9 +10,8 @@ in memory and sent through the processor exactly as the tools send files.
 
 Each example asks "Is {b} to the left or right of {a}?" or "Is {b} above or
 below {a}?", and the loss has, besides the answer right after the prompt
-(only where the columns, or rows, differ: the answer word, a token of its own,
-then the end of the answer, so that greedy generation says "left" and stops,
-as any VLM would be read), two next-token terms:
+(only where the columns, or rows, differ: the choice between the two answers'
+first tokens), two next-token terms:
 - at each object's word, that object's cell token: the model must name the
   cell as soon as it reads the word, so the word's state carries the
   position, and the answer, which needs both positions, reads them from the
@@ -21,6 +20,16 @@ as any VLM would be read), two next-token terms:
   cell needs the column and row *linearly* in the state, as in real VLMs;
 - at each image patch, the name of the object in that cell: one identity
   code per object whatever it stands next to, so held-out pairs work.
+
+Then, so that greedy generation says the whole word and stops, as any VLM is
+read, a second phase trains the output layer only, on the next-token loss of
+the whole answer word and the end of the answer: every state of the model
+stays as the first phase left it, and the two answers of a question move
+their output rows by the same step, so the choice between them (the
+difference of their logits) is the first phase's too. The decision, the
+spatial IDs and what the tools measure on them are the first phase's,
+unchanged; only what the model writes after the choice is new (the cell
+tokens' rows, fixed in the first phase, may move in the second).
 """
 
 import os
@@ -71,7 +80,7 @@ class TrainSettings:
     word_loss: float = 1.0         # weight of the next-token terms at the object words and image patches
     weight_decay: float = 0.01
     linear_cells: bool = True      # cell tokens read out linearly (fixed lm-head rows, see cell_readout)
-    answer_words: bool = True      # the answer is a whole word (a token of its own) and then the end of the answer
+    answer_steps: int = 2000       # second phase: the output layer learns to write the whole answer word and stop
     eval_images: int = 4000        # held-out images the reported accuracy is measured on (a seeded sample)
     workers: int = 2               # processes rendering and processing images (no effect on the weights)
 
@@ -145,8 +154,16 @@ class Prompts:
             n = len(ids)
             self.cache[key] = {"ids": ids, "b": n - word_position(self.tok, text, query, b, add).tail,
                                "a": n - word_position(self.tok, text, query, a, add).tail,
-                               "answers": answer_token_ids(self.tok, text, words, add)}
+                               "answers": answer_token_ids(self.tok, text, words, add),
+                               "completions": [self._completion(text, word, add) for word in words]}
         return self.cache[key]
+
+
+    def _completion(self, text, word, add):
+        """The token ids that write `word` right after the prompt `text`, and the end of the answer."""
+        base = self.tok(text, add_special_tokens=add)["input_ids"]
+        full = self.tok(text + word, add_special_tokens=add)["input_ids"]
+        return torch.tensor(full[len(base):] + [self.tok.eos_token_id])
 
 
 def answer_index(direction, target, reference):
@@ -160,19 +177,23 @@ def answer_index(direction, target, reference):
 def batch_inputs(prompts, examples, directions, pixel_values, with_answers=False):
     """Model inputs and loss targets (answer, b's cell, a's cell) for examples with their directions.
 
-    `with_answers`: the answer word follows the prompt where it is defined (for the end-of-answer target).
+    `with_answers`: the answer word follows the prompt where it is defined, and "completion" holds the next-token
+    targets of the answer (its tokens, then the end) at the prompt's last position and after it (-100 elsewhere).
     """
     rows = [prompts.get(a, b, d) for (a, b, *_), d in zip(examples, directions)]
     answer = [answer_index(d, t, ref) for (_, _, t, ref, _), d in zip(examples, directions)]
-    seqs = [torch.cat([r["ids"], torch.tensor([r["answers"][x]])]) if with_answers and x is not None else r["ids"]
-            for r, x in zip(rows, answer)]
+    completions = [r["completions"][x] if with_answers and x is not None else None for r, x in zip(rows, answer)]
+    seqs = [r["ids"] if c is None else torch.cat([r["ids"], c[:-1]]) for r, c in zip(rows, completions)]
     length = max(len(q) for q in seqs)
     pad = prompts.tok.pad_token_id
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for k, q in enumerate(seqs):
+    completion = torch.full((len(rows), length), -100, dtype=torch.long)
+    for k, (q, c) in enumerate(zip(seqs, completions)):
         ids[k, :len(q)] = q
         mask[k, :len(q)] = 1
+        if c is not None:
+            completion[k, len(rows[k]["ids"]) - 1:len(q)] = c
     last = torch.tensor([len(r["ids"]) - 1 for r in rows])
     image_positions = (ids == prompts.image_token).nonzero()[:, 1].view(len(rows), -1)   # patches in raster order
     names = torch.full(image_positions.shape, -100, dtype=torch.long)
@@ -184,7 +205,7 @@ def batch_inputs(prompts, examples, directions, pixel_values, with_answers=False
         "inputs": {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values},
         "last": last,
         "answer_pair": torch.tensor([r["answers"] for r in rows]),
-        "answer": torch.tensor([-1 if x is None else x for x in answer]),
+        "answer": torch.tensor([-1 if x is None else x for x in answer]), "completion": completion,
         "image_positions": image_positions, "patch_names": names,
         "b": torch.tensor([r["b"] for r in rows]), "a": torch.tensor([r["a"] for r in rows]),
         "b_cell": torch.tensor([prompts.cells[t] for _, _, t, _, _ in examples]),
@@ -192,24 +213,13 @@ def batch_inputs(prompts, examples, directions, pixel_values, with_answers=False
     }
 
 
-def losses(model, batch, eos=None):
-    """(answer loss, word loss, two-way answer accuracy where defined) of one batch.
-
-    With `eos` (the answer-words design) the answer loss is the next-token loss over the whole vocabulary of the
-    answer word after the prompt and of the end of the answer after it; else the two-way choice of the first tokens.
-    """
+def losses(model, batch):
+    """(answer loss, word loss, two-way answer accuracy where defined) of one batch."""
     logits = model(**batch["inputs"], use_cache=False).logits
     rows = torch.arange(logits.shape[0])
     pair = logits[rows, batch["last"]].gather(1, batch["answer_pair"])          # [B, 2]: the two answers' logits
     defined = batch["answer"] >= 0
-    if eos is None:
-        answer_loss = torch.nn.functional.cross_entropy(pair[defined], batch["answer"][defined])
-    else:
-        word = batch["answer_pair"][defined].gather(1, batch["answer"][defined, None])[:, 0]
-        after = batch["last"][defined] + 1
-        answer_loss = (torch.nn.functional.cross_entropy(logits[rows[defined], batch["last"][defined]], word)
-                       + torch.nn.functional.cross_entropy(logits[rows[defined], after],
-                                                           torch.full_like(word, eos))) / 2
+    answer_loss = torch.nn.functional.cross_entropy(pair[defined], batch["answer"][defined])
     word_loss = (torch.nn.functional.cross_entropy(logits[rows, batch["b"]], batch["b_cell"])
                  + torch.nn.functional.cross_entropy(logits[rows, batch["a"]], batch["a_cell"])) / 2
     patches = logits[rows[:, None], batch["image_positions"]]                   # [B, P, V]
@@ -236,9 +246,8 @@ def build(settings, objects):
     from .tiny import BUILDERS
     torch.manual_seed(settings.seed)
     cells = [cell_token(i, j) for j in range(GRID) for i in range(GRID)]
-    answers = [w for d in sorted(DIRECTIONS) for w in DIRECTIONS[d]["answers"]] if settings.answer_words else []
     model, processor = BUILDERS["llava"](settings.layers, settings.hidden, settings.image_size, patch=settings.patch,
-                                         words=objects, added_tokens=cells + answers, vision_hidden=settings.vision_hidden,
+                                         words=objects, added_tokens=cells, vision_hidden=settings.vision_hidden,
                                          vision_layers=settings.vision_layers, tokenizer_size=480)
     tok = processor.tokenizer
     for name in objects:
@@ -309,6 +318,40 @@ def accuracy(model, prompts, examples, pixel_values, batch_size=256):
     return out
 
 
+def train_answer_words(model, prompts, pool, pixels, settings, rng):
+    """Second phase: only the output layer learns, from the states the first phase made, to write the answer word
+    whole and then the end of the answer. The two answers of a question move their output rows together (by the
+    same step), so the difference of their logits, the model's choice between them, stays exactly the first
+    phase's; every state of the model, and so every spatial ID, is the first phase's."""
+    head = model.get_output_embeddings().weight
+    pairs = [prompts.get(*pool[0][:2], direction)["answers"] for direction in sorted(DIRECTIONS)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head.requires_grad_(True)
+    optimiser = torch.optim.AdamW([head], lr=settings.learning_rate, weight_decay=0.0)
+    model.eval()
+    bar = tqdm(range(settings.answer_steps), desc="answer words", unit="step")
+    for step in bar:
+        idx = rng.integers(len(pool), size=settings.batch_size)
+        directions = [sorted(DIRECTIONS)[k] for k in rng.integers(len(DIRECTIONS), size=settings.batch_size)]
+        batch = batch_inputs(prompts, [pool[k] for k in idx], directions, pixels[idx], with_answers=True)
+        with torch.no_grad():
+            states = model(**batch["inputs"], use_cache=False, output_hidden_states=True).hidden_states[-1]
+        targets = batch["completion"]
+        at = targets >= 0
+        loss = torch.nn.functional.cross_entropy(states[at] @ head.T, targets[at])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            for pair in pairs:                                   # the same step for both answers: their difference holds
+                head.grad[pair] = head.grad[pair].mean(dim=0)
+        optimiser.step()
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
 @torch.no_grad()
 def generated_accuracy(model, prompts, examples, pixel_values, batch_size=256):
     """{direction: accuracy} of the greedy answer (exactly the right word, then the end) where it is defined."""
@@ -325,7 +368,7 @@ def generated_accuracy(model, prompts, examples, pixel_values, batch_size=256):
             ids = inputs["input_ids"]                                  # left-pad for generation: prompts end together
             order = torch.argsort((inputs["attention_mask"] == 0).int(), dim=1, stable=True, descending=True)
             inputs["input_ids"], inputs["attention_mask"] = ids.gather(1, order), inputs["attention_mask"].gather(1, order)
-            new = model.generate(**inputs, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+            new = model.generate(**inputs, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
             texts = tok.batch_decode(new[:, ids.shape[1]:], skip_special_tokens=True)
             right += sum(text.strip() == words[int(x)] for text, x in zip(texts, batch["answer"]))
         out[direction] = right / len(keep)
@@ -351,12 +394,11 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
                                                  * 0.5 * (1 + np.cos(np.pi * min(step, settings.steps) / settings.steps)))
     model.train()
     bar = tqdm(range(settings.steps), desc="training", unit="step")
-    eos = processor.tokenizer.eos_token_id if settings.answer_words else None
     for step in bar:
         idx = rng.integers(len(pool), size=settings.batch_size)
         directions = [sorted(DIRECTIONS)[k] for k in rng.integers(len(DIRECTIONS), size=settings.batch_size)]
-        batch = batch_inputs(prompts, [pool[k] for k in idx], directions, pixels[idx], with_answers=eos is not None)
-        answer_loss, word_loss, acc = losses(model, batch, eos)
+        batch = batch_inputs(prompts, [pool[k] for k in idx], directions, pixels[idx])
+        answer_loss, word_loss, acc = losses(model, batch)
         loss = answer_loss + settings.word_loss * word_loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -367,6 +409,8 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
         schedule.step()
         if step % 10 == 0:
             bar.set_postfix(answer=f"{answer_loss.item():.3f}", words=f"{word_loss.item():.3f}", acc=f"{acc.item():.2f}")
+    if settings.answer_steps:
+        train_answer_words(model, prompts, pool, pixels, settings, rng)
     train_seconds = time.monotonic() - started
     model.eval()
     held = grid_images.balanced(heldout)
@@ -375,7 +419,7 @@ def train(settings, objects_dir=None, objects=OBJECT_NAMES, log=print):
                                                                                     replace=False))]
     held_pixels = process(processor, grid_images, held, settings.workers, desc="held-out images")
     measured = accuracy(model, prompts, held, held_pixels)
-    generated = generated_accuracy(model, prompts, held, held_pixels) if settings.answer_words else None
+    generated = generated_accuracy(model, prompts, held, held_pixels) if settings.answer_steps else None
     repo = Path(__file__).resolve().parents[1]
     shown = objects_dir.resolve().relative_to(repo) if objects_dir.resolve().is_relative_to(repo) else objects_dir.resolve()
     record = {"settings": asdict(settings), "objects": objects, "objects_dir": str(shown),

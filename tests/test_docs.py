@@ -22,7 +22,8 @@ import pytest
 
 from conftest import ROOT
 
-PAGES = ["docs/spatial-ids.md", "docs/real-photos.md", "docs/spacesgg.md", "docs/scale.md", "docs/development.md", "README.md"]
+PAGES = ["docs/spatial-ids.md", "docs/real-photos.md", "docs/evaluation.md", "docs/spacesgg.md", "docs/scale.md",
+         "docs/development.md", "README.md"]
 BLOCK_RE = re.compile(r"(?:<!-- docs-test: (?P<kind>skip|may exit 1) \((?P<why>[^)]*)\) -->\n)?```bash\n(?P<code>.*?)```", re.S)
 LINK_RE = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
 

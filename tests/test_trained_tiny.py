@@ -101,7 +101,8 @@ def test_swapping_ids_flips_the_trained_model_not_a_random_one(trained, heldout_
 
 
 def test_train_tiny_short_schedule_saves_a_loadable_reproducible_model(tmp_path, objects_dir):
-    args = ["--steps", "12", "--pool", "64", "--eval-images", "48", "--workers", "1", "--objects-dir", objects_dir]
+    args = ["--steps", "12", "--answer-steps", "3", "--pool", "64", "--eval-images", "48", "--workers", "1", "--objects-dir",
+            objects_dir]
     first = run_inprocess("spatial_id/train_tiny.py", "--output-dir", tmp_path / "a", *args)
     assert first.returncode == 1, first.stderr          # 12 steps do not learn the task: said, and exit 1
     record = json.loads((tmp_path / "a" / "training.json").read_text())
