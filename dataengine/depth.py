@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from batchkit.batch import Tally, report
 from batchkit.errors import UserError
-from batchkit.files import read_json, record_settings, write_json
+from batchkit.files import file_digest, read_json, record_settings, write_json
 from batchkit.shards import in_shard, shard_path
 from spacesgg.d2p import DEFAULT_MAX_DEPTH, DEFAULT_SCALE_FACTOR, IMAGE_EXTENSIONS, list_by_stem
-from spacesgg.io import file_digest, image_header, png_provenance, read_photo, warn_photo, write_png
+from spacesgg.io import image_header, png_provenance, read_photo, warn_photo, write_png
 
 from .models import DEPTH_FAMILIES, DEPTH_MODELS, check_available, load, resolve
 

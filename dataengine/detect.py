@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from batchkit.batch import Tally
 from batchkit.errors import UserError
-from batchkit.files import check_output_file, read_json, write_json
+from batchkit.files import check_output_file, file_digest, read_json, write_json
 from spacesgg.d2p import IMAGE_EXTENSIONS, list_by_stem
-from spacesgg.io import file_digest, read_photo, warn_photo
+from spacesgg.io import read_photo, warn_photo
 
 from .models import load, resolve
 

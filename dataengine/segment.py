@@ -18,10 +18,10 @@ import numpy as np
 
 from batchkit.batch import Tally, map_records
 from batchkit.errors import RecordError, UserError
-from batchkit.files import check_name, check_output_file, write_json
+from batchkit.files import check_name, check_output_file, file_digest, write_json
 from batchkit.shards import in_shard, input_name, record_shard_settings, shard_path
 from spacesgg.annotations import check_box, check_object, check_rewrite_flags, image_stem, load_annotations, object_items, rewrite_path
-from spacesgg.io import file_digest, image_header, png_provenance, read_photo, warn_photo, write_png
+from spacesgg.io import image_header, png_provenance, read_photo, warn_photo, write_png
 
 from .models import Choice, load, resolve
 

@@ -7,7 +7,6 @@ wrong (16-bit or float pixels clipped to 8 bits, transparency dropped) is
 returned as a problem, so every stage can warn about it once per image.
 """
 
-import hashlib
 import json
 import struct
 import zlib
@@ -68,15 +67,6 @@ def png_provenance(path):
             return json.loads(im.info[PROVENANCE_KEY])
     except (OSError, KeyError, ValueError, SyntaxError):
         return None
-
-
-def file_digest(path):
-    """A digest of a file's bytes (what a reused output was made from must be this file, byte for byte)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open_problem(path, error):

@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from batchkit.cli import make_parser, nonnegative_float, positive_int, run_cli  # noqa: E402
-from batchkit.files import read_json  # noqa: E402
+from batchkit.files import file_digest, read_json  # noqa: E402
 from batchkit.models import resolve_device  # noqa: E402
 from spatial_id.extract import Extractor, check_query  # noqa: E402
 from spatial_id.ids import images_of, pair_folders  # noqa: E402
 from spatial_id.intervention import DIRECTIONS, Intervener, load_ids  # noqa: E402
 from spatial_id.registry import add_model_args, parse_layers, resolve_dtype, resolve_model  # noqa: E402
-from spatial_id.steering import NORMS, TARGETS, check_ids, file_digest, steer_experiment, write_steer_outputs  # noqa: E402
+from spatial_id.steering import NORMS, TARGETS, check_ids, steer_experiment, write_steer_outputs  # noqa: E402
 
 DEFAULT_SCALES = (0.0, 0.5, 1.0, 2.0, 5.0)
 

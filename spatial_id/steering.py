@@ -11,7 +11,6 @@ each image to the cell mirrored across the reference's column (row, vertically),
 The shift goes through the same hooks as intervention.py (only the target's state at L changes).
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,6 @@ def bootstrap_mean_ci(values, seed=0, n=1000):
     picks = np.random.default_rng(seed).integers(values.size, size=(n, values.size))
     means = values[picks].mean(axis=1)
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
-
-
-def file_digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def opposite_cell(own, reference, axis, grid):
