@@ -93,6 +93,12 @@ def write_json(path, obj, indent=1):
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_jsonl(path, rows):
+    """Strict JSON, one object a line, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 def record_settings(path, settings):
     """Record the settings a stage's outputs are made with, before any output; returns the time since they hold.
 

@@ -19,7 +19,6 @@ import base64
 import hashlib
 import json
 import sys
-from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
@@ -27,11 +26,12 @@ from tqdm import tqdm
 from batchkit.batch import Tally, printable, report
 from batchkit.cli import make_parser, positive_float, positive_int, run_cli
 from batchkit.errors import RecordError, UserError
-from batchkit.files import check_input_dir, check_output_file
+from batchkit.files import check_input_dir, check_output_file, write_jsonl
 from batchkit.models import DEVICES, DTYPES
 from spacesgg.annotations import load_annotations
 from spacesgg.backends import LLMSettings, OpenAIBackend, RequestFailed, run_requests
-from spacesgg.benchmark import QUALITATIVE, write_jsonl
+from spacesgg.benchmark import QUALITATIVE
+from spacesgg.export import image_file
 from spacesgg.io import read_photo, stored_frame_png
 from spacesgg.llm_query import Cache
 from spacesgg.prompt_functions.base import direction
@@ -47,13 +47,6 @@ def item_key(model, item):
     """The cache key of one question to one model: what was asked, about which image."""
     payload = json.dumps([model, item["id"], item["question"], item["image"]], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def _image_file(item, image_root):
-    path = Path(image_root) / item["image"] if image_root else Path(item["image"])
-    if not path.is_file():
-        raise RecordError(f"{item['id']}: image {path} not found" + ("" if image_root else "; pass --image-root"))
-    return path
 
 
 def data_uri(path):
@@ -128,7 +121,7 @@ def _ask_openai(todo, settings, image_root, cache, concurrency, max_tokens, tall
         async def one(item, key):
             async with semaphore:
                 try:
-                    path = _image_file(item, image_root)
+                    path = image_file(item, image_root)
                 except RecordError as e:
                     raise RequestFailed(str(e)) from None
                 content = [{"type": "image_url", "image_url": {"url": data_uri(path)}},
@@ -151,7 +144,7 @@ def _ask_local(todo, model, model_path, device, dtype, image_root, cache, batch_
             batch, images = [], []
             for item, key in todo[start:start + batch_size]:
                 try:
-                    images.append(read_photo(_image_file(item, image_root))[0])
+                    images.append(read_photo(image_file(item, image_root))[0])
                     batch.append((item, key))
                 except RecordError as e:
                     tally.fail(str(e))

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from batchkit.batch import Tally, map_records, report
 from batchkit.cli import make_parser, number, positive_int, run_cli
 from batchkit.errors import RecordError, Skipped, UserError
-from batchkit.files import atomic_path, check_input_dir, dumps, read_json, write_json
+from batchkit.files import check_input_dir, read_json, write_json, write_jsonl
 from spacesgg.annotations import ImagePaths, check_label, load_annotations
 from spacesgg.cli import add_path_rewrite_args
 from spacesgg.llm_query import image_path
@@ -187,11 +187,6 @@ def grid_items(grid_dir, image_root=None):
                                                             "B": {"label": b, "box": target["box"]}},
                               "source": {"key": str(path), "view": "grid"}, "depth_source": None})
     return items
-
-
-def write_jsonl(path, rows):
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 def make_benchmark(output_dir, anno_file=None, grid_dir=None, image_root=None, val_fraction=DEFAULT_VAL_FRACTION,

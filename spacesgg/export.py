@@ -28,7 +28,7 @@ from pathlib import Path
 from batchkit.batch import Tally, report
 from batchkit.cli import make_parser, run_cli
 from batchkit.errors import RecordError, UserError
-from batchkit.files import atomic_path, check_output_file, dumps, read_json, write_json
+from batchkit.files import atomic_path, check_output_file, read_json, write_json, write_jsonl
 from spacesgg.benchmark import read_split
 from spacesgg.io import image_header, stored_frame_png, warn_photo
 
@@ -151,8 +151,7 @@ def export(files, fmt, output, image_root=None, split=None):
     if fmt == "parquet":
         write_parquet(output, converted)
     elif fmt == "openai-jsonl":
-        with atomic_path(output) as tmp:
-            tmp.write_text("".join(dumps(r) + "\n" for r in converted), encoding="utf-8")
+        write_jsonl(output, converted)
     else:
         write_json(output, converted)
     tally.summary(f"{len(converted)} records from {len(files)} files to {output}")
